@@ -1,0 +1,122 @@
+"""The ASGI app, the same on uvicorn and in Lambda."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from functools import cache
+from importlib.resources import files
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import HTMLResponse, Response
+
+from streamfn import __version__
+from streamfn.errors import error_response, on_http_error, on_validation_error
+from streamfn.guard import Timeouts
+from streamfn.limits import BodySizeLimit
+from streamfn.providers import ProviderRegistry, ProviderSpec, UnknownProviderError
+from streamfn.providers.registry import builtin_specs
+from streamfn.request import ChatBody, ChatQuery, ChatRequest
+from streamfn.settings import Settings
+from streamfn.streaming import stream_chat
+
+logger = logging.getLogger(__name__)
+
+
+@cache
+def _demo_page() -> str:
+    return (files("streamfn") / "static" / "index.html").read_text(encoding="utf-8")
+
+
+def create_app(
+    settings: Settings | None = None, *, providers: Iterable[ProviderSpec] | None = None
+) -> FastAPI:
+    """Build the app. `providers` replaces the built-in providers (tests add their own)."""
+    settings = settings or Settings()
+    registry = ProviderRegistry(
+        providers if providers is not None else builtin_specs(settings),
+        default=settings.default_provider,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await registry.aclose()
+
+    app = FastAPI(title="streamfn", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.providers = registry
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type", "authorization", "last-event-id"],
+        )
+
+    async def start(body: ChatBody, request: Request) -> Response:
+        try:
+            spec = registry.spec(body.provider)
+        except UnknownProviderError as exc:
+            return error_response(400, "unknown_provider", str(exc), known=exc.known)
+        chat = ChatRequest.from_body(
+            body, model=body.model or spec.default_model, max_tokens_cap=settings.max_tokens_cap
+        )
+        timeouts = Timeouts(
+            first_token_s=settings.first_token_timeout_s,
+            idle_s=settings.idle_timeout_s,
+            total_s=settings.total_timeout_s,
+        )
+        return await stream_chat(
+            registry.get(spec.name),
+            chat,
+            request,
+            timeouts=timeouts,
+            retry_ms=settings.retry_ms,
+            keepalive_s=settings.keepalive_s,
+        )
+
+    @app.post("/chat/stream", response_class=Response)
+    async def chat_stream_post(body: ChatBody, request: Request) -> Response:
+        """Stream a chat completion as Server-Sent Events."""
+        return await start(body, request)
+
+    @app.get("/chat/stream", response_class=Response)
+    async def chat_stream_get(query: Annotated[ChatQuery, Query()], request: Request) -> Response:
+        """The same stream for `EventSource`, which can only GET."""
+        if "last-event-id" in request.headers:
+            # EventSource reconnects after every stream ends, sending the last id it saw. A
+            # generation cannot be resumed and must not be paid for twice: 204 tells
+            # EventSource to stop reconnecting (WHATWG HTML, "event stream interpretation").
+            return Response(status_code=204)
+        return await start(query.to_body(), request)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/providers")
+    async def list_providers() -> dict[str, Any]:
+        """The configured providers, their default models, and the default provider."""
+        return {
+            "default": registry.default,
+            "providers": [
+                {"name": s.name, "default_model": s.default_model} for s in registry.specs
+            ],
+        }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def demo_page() -> HTMLResponse:
+        return HTMLResponse(_demo_page())
+
+    return app

@@ -1,0 +1,70 @@
+"""The guard around a provider stream: timeouts, a guaranteed ending, and closing upstream.
+
+Whatever a provider does, the guarded stream is text deltas followed by exactly one `Finish` or
+`StreamError`, and closing it (or its consumer being cancelled) closes the provider's stream,
+which cancels the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from streamfn.chunks import StreamChunk, StreamError, TextDelta
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    first_token_s: float
+    idle_s: float
+    total_s: float
+    # Absolute `time.time()` by which the stream must have ended (Lambda's invocation deadline
+    # less a margin); None where there is no such bound.
+    deadline: float | None = None
+
+
+async def guard(
+    source: AsyncGenerator[StreamChunk, None], timeouts: Timeouts
+) -> AsyncGenerator[StreamChunk, None]:
+    """Yield `source`'s chunks within `timeouts`; always end with one final chunk."""
+    loop = asyncio.get_running_loop()
+    ends_at = loop.time() + timeouts.total_s
+    if timeouts.deadline is not None:
+        ends_at = min(ends_at, loop.time() + timeouts.deadline - time.time())
+    started = False
+    async with aclosing(source) as stream:
+        while True:
+            gap = timeouts.idle_s if started else timeouts.first_token_s
+            budget = min(gap, ends_at - loop.time())
+            try:
+                async with asyncio.timeout(max(budget, 0)):
+                    chunk = await anext(stream)
+            except TimeoutError:
+                what = "total" if budget < gap else ("idle" if started else "first-token")
+                yield StreamError(
+                    "timeout", f"the provider exceeded the {what} timeout", retryable=True
+                )
+                return
+            except StopAsyncIteration:
+                yield StreamError(
+                    "upstream_error",
+                    "the provider's stream ended without a finish",
+                    retryable=True,
+                )
+                return
+            except Exception:
+                # Providers translate upstream failures into StreamError chunks; reaching here is
+                # a bug. This is the one catch-all on the stream path: log it, tell the client.
+                logger.exception("provider stream failed")
+                yield StreamError("internal", "internal error in streamfn", retryable=False)
+                return
+            yield chunk
+            if not isinstance(chunk, TextDelta):
+                return
+            started = True

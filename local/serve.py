@@ -1,0 +1,34 @@
+"""Serve streamfn locally on uvicorn: `make run`, or `python local/serve.py`.
+
+HOST (default 127.0.0.1) and PORT (default 8000) choose the address; every other setting is a
+`STREAMFN_` variable (see the README). With no provider configured, the offline echo provider
+answers, so this works with no keys and no network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import uvicorn
+
+from streamfn.app import create_app
+
+
+def main() -> None:
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app = create_app()
+    shown = f"[{host}]" if ":" in host else host
+    sys.stderr.write(
+        f"streamfn: demo page at http://{shown}:{port}/ "
+        f"(default provider: {app.state.providers.default}; Ctrl+C to stop)\n"
+    )
+    # Long-lived streams should not hold up a restart for long.
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=5, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

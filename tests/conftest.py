@@ -1,0 +1,65 @@
+"""Shared fixtures: a real uvicorn server on a free loopback port, and SSE reading helpers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import uvicorn
+from starlette.types import ASGIApp
+
+
+class ServerThread:
+    """uvicorn serving `app` from a background thread, on a socket bound to 127.0.0.1:0.
+
+    Streaming and disconnects are only visible through a real server: Starlette's TestClient and
+    httpx's ASGITransport buffer the whole body.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+        self._sock.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[ASGIApp], str]]:
+    """`serve(app)` starts a real server for `app` and returns its base URL."""
+    servers: list[ServerThread] = []
+
+    def start(app: ASGIApp) -> str:
+        server = ServerThread(app).__enter__()
+        servers.append(server)
+        return server.url
+
+    yield start
+    for server in reversed(servers):
+        server.__exit__()

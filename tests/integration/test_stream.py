@@ -1,0 +1,369 @@
+"""The native stream end to end through a real uvicorn server, read with a real SSE parser."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from starlette.types import ASGIApp
+
+from streamfn.app import create_app
+from streamfn.chunks import Finish, StreamError, TextDelta, Usage
+from streamfn.providers import ProviderSpec
+from streamfn.providers.echo import EchoProvider
+from streamfn.settings import Settings
+from tests.conftest import ServerThread
+from tests.providers import Observed, Scripted, spec
+from tests.sse_client import stream, text_of, user
+
+Serve = Callable[[ASGIApp], str]
+
+PROMPT = (
+    "  Hello, world!\n\nThis line: has  two spaces\tand a tab.\r\n"
+    ":colon first \u00e9\u2603\U0001f600 "
+)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as c:
+        yield c
+
+
+def echo_app(delay_ms: int = 0, **settings: Any) -> ASGIApp:
+    return create_app(Settings(echo_delay_ms=delay_ms, **settings))
+
+
+async def test_post_streams_the_reply_exactly_with_ids_usage_and_done(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    url = serve(echo_app())
+    body = {
+        "messages": [
+            {"role": "system", "content": "sys words"},
+            {"role": "user", "content": PROMPT},
+        ]
+    }
+    response, events = await stream(client, f"{url}/chat/stream", body)
+    assert response.status_code == 200
+    # SSE turns CRLF into LF (see streamfn.sse); everything else arrives exactly.
+    assert text_of(events) == PROMPT.replace("\r\n", "\n")
+    names = [e.event for e in events]
+    tokens = names.count("token")
+    assert tokens == len(PROMPT.split())
+    assert names == ["token"] * tokens + ["usage", "done"]
+    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+    assert events[0].retry == 3000
+    assert all(e.retry is None for e in events[1:])
+    assert json.loads(events[-2].data) == {
+        "input_tokens": 2 + len(PROMPT.split()),
+        "output_tokens": tokens,
+        "estimated": False,
+    }
+    assert events[-1].data == "stop"
+
+
+async def test_max_tokens_ends_with_length(serve: Serve, client: httpx.AsyncClient) -> None:
+    url = serve(echo_app())
+    _, events = await stream(client, f"{url}/chat/stream", user("a b c d e", max_tokens=3))
+    assert text_of(events) == "a b c"
+    assert json.loads(events[-2].data)["output_tokens"] == 3
+    assert events[-1].data == "length"
+
+
+async def test_max_tokens_cap_bounds_every_request(serve: Serve, client: httpx.AsyncClient) -> None:
+    url = serve(echo_app(max_tokens_cap=2))
+    _, events = await stream(client, f"{url}/chat/stream", user("a b c d e", max_tokens=4))
+    assert text_of(events) == "a b"
+    assert events[-1].data == "length"
+
+
+async def test_get_route_for_eventsource(serve: Serve, client: httpx.AsyncClient) -> None:
+    url = serve(echo_app())
+    response, events = await stream(
+        client, f"{url}/chat/stream", prompt="ask me anything", system="be kind", max_tokens=2
+    )
+    assert response.status_code == 200
+    assert text_of(events) == "ask me"
+    assert json.loads(events[-2].data)["input_tokens"] == 2 + 3
+    assert events[-1].data == "length"
+
+
+async def test_eventsource_reconnect_is_refused_with_204(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    url = serve(echo_app())
+    response = await client.get(
+        f"{url}/chat/stream", params={"prompt": "again"}, headers={"Last-Event-ID": "5"}
+    )
+    assert response.status_code == 204
+    assert response.content == b""
+
+
+async def test_stream_headers_stop_buffering_and_caching(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    url = serve(echo_app())
+    response, _ = await stream(client, f"{url}/chat/stream", user("hi"))
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert "no-store" in response.headers["cache-control"]
+    assert "no-transform" in response.headers["cache-control"]
+    assert response.headers["x-accel-buffering"] == "no"
+    assert "content-length" not in response.headers
+
+
+async def test_tokens_arrive_progressively(serve: Serve, client: httpx.AsyncClient) -> None:
+    url = serve(echo_app(delay_ms=100))
+    _, events = await stream(client, f"{url}/chat/stream", user("one two three four five six"))
+    arrivals = [e.at for e in events if e.event == "token"]
+    assert len(arrivals) == 6
+    # Each token is read about one pace after the one before it, not all at once at the end.
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert all(gap > 0.05 for gap in gaps), gaps
+    assert arrivals[-1] - arrivals[0] > 0.4
+
+
+async def test_keepalive_comments_between_slow_tokens(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    url = serve(echo_app(delay_ms=400, keepalive_s=0.1))
+    async with client.stream("POST", f"{url}/chat/stream", json=user("slow words")) as response:
+        lines = [line async for line in response.aiter_lines()]
+    assert lines.count(": keepalive") >= 2
+    assert "data: slow" in lines
+    assert "data:  words" in lines
+
+
+async def test_client_disconnect_closes_the_provider_stream(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    observed = Observed(EchoProvider(delay_s=0.1))
+    url = serve(create_app(Settings(), providers=[spec(observed)]))
+    words = " ".join(f"w{i}" for i in range(100))
+    tokens = 0
+    async with client.stream("POST", f"{url}/chat/stream", json=user(words)) as response:
+        async for line in response.aiter_lines():
+            tokens += line == "event: token"
+            if tokens == 2:
+                break
+    left_at = time.monotonic()
+    assert await asyncio.to_thread(observed.closed.wait, 1.0), "provider stream not closed in 1 s"
+    assert observed.closed_at is not None
+    assert observed.closed_at - left_at < 1.0
+    produced = observed.yielded
+    await asyncio.sleep(0.3)
+    assert observed.yielded == produced <= 4, "tokens were produced after the client left"
+
+
+async def test_client_leaving_before_the_first_token_closes_the_provider(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    observed = Observed(Scripted(30.0, TextDelta("never"), Finish("stop", Usage(1, 1))))
+    url = serve(create_app(Settings(), providers=[spec(observed)]))
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(f"{url}/chat/stream", json=user("hi"), timeout=0.3)
+    left_at = time.monotonic()
+    assert await asyncio.to_thread(observed.closed.wait, 1.0)
+    assert observed.closed_at is not None
+    assert observed.closed_at - left_at < 1.0
+    assert observed.yielded == 0
+
+
+async def test_provider_is_built_once_lazily_and_closed_at_shutdown(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    built: list[Observed] = []
+
+    def build() -> Observed:
+        built.append(Observed(EchoProvider(delay_s=0)))
+        return built[-1]
+
+    app = create_app(Settings(), providers=[ProviderSpec("echo", "echo", build)])
+    url = serve(app)
+    assert (await client.get(f"{url}/providers")).status_code == 200
+    assert built == [], "listing providers must not build them"
+    for _ in range(3):
+        _, events = await stream(client, f"{url}/chat/stream", user("x y"))
+        assert text_of(events) == "x y"
+    assert len(built) == 1
+    assert not built[0].provider_closed
+
+
+def test_registry_closes_providers_when_the_app_shuts_down() -> None:
+    observed = Observed(EchoProvider(delay_s=0))
+    with ServerThread(create_app(Settings(), providers=[spec(observed)])) as server:
+        httpx.post(f"{server.url}/chat/stream", json=user("x"), timeout=5)
+        assert not observed.provider_closed
+    assert observed.provider_closed
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "error_type", "message"),
+    [
+        ({"json": user("x", provider="nope")}, 400, "unknown_provider", "known providers: echo"),
+        (
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            422,
+            "invalid_request",
+            "JSON",
+        ),
+        ({"json": {"messages": []}}, 422, "invalid_request", "messages"),
+        ({"json": {}}, 422, "invalid_request", "messages: Field required"),
+        (
+            {"json": {"messages": [{"role": "robot", "content": "x"}]}},
+            422,
+            "invalid_request",
+            "role",
+        ),
+        ({"json": user("x", max_tokens=0)}, 422, "invalid_request", "max_tokens"),
+        ({"json": user("x", temperature=3)}, 422, "invalid_request", "temperature"),
+        ({"json": user("x", max_token=5)}, 422, "invalid_request", "max_token: Extra inputs"),
+        ({"json": user("x" * 2000)}, 413, "payload_too_large", "1000 bytes"),
+    ],
+)
+async def test_bad_post_input(
+    serve: Serve,
+    client: httpx.AsyncClient,
+    request_kwargs: dict[str, Any],
+    status: int,
+    error_type: str,
+    message: str,
+) -> None:
+    url = serve(echo_app(max_body_bytes=1000))
+    response = await client.post(f"{url}/chat/stream", **request_kwargs)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["type"] == error_type
+    assert message in error["message"]
+    assert error["retryable"] is False
+
+
+async def test_chunked_body_over_the_limit_is_413(serve: Serve, client: httpx.AsyncClient) -> None:
+    url = serve(echo_app(max_body_bytes=1000))
+    body = json.dumps(user("y" * 5000)).encode()
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+        for i in range(0, len(body), 512):
+            yield body[i : i + 512]
+
+    response = await client.post(
+        f"{url}/chat/stream", content=chunked(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "payload_too_large"
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "message"),
+    [
+        ({}, 422, "prompt: Field required"),
+        ({"prompt": ""}, 422, "prompt"),
+        ({"prompt": "x", "provider": "nope"}, 400, "known providers: echo"),
+        ({"prompt": "x", "max_tokens": "many"}, 422, "max_tokens"),
+    ],
+)
+async def test_bad_get_input(
+    serve: Serve, client: httpx.AsyncClient, params: dict[str, str], status: int, message: str
+) -> None:
+    url = serve(echo_app())
+    response = await client.get(f"{url}/chat/stream", params=params)
+    assert response.status_code == status
+    assert message in response.json()["error"]["message"]
+
+
+async def test_health_providers_and_demo_page(serve: Serve, client: httpx.AsyncClient) -> None:
+    url = serve(echo_app())
+    assert (await client.get(f"{url}/healthz")).json() == {"status": "ok"}
+    assert (await client.get(f"{url}/providers")).json() == {
+        "default": "echo",
+        "providers": [{"name": "echo", "default_model": "echo"}],
+    }
+    page = await client.get(f"{url}/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'id="stop"' in page.text
+    assert "chat/stream" in page.text
+    missing = await client.get(f"{url}/nowhere")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "not_found"
+
+
+# --- the guard: failures and timeouts, before and after the first token ----------------------
+
+
+def scripted_app(*steps: Any, **settings: Any) -> ASGIApp:
+    return create_app(Settings(**settings), providers=[spec(Scripted(*steps))])
+
+
+async def test_error_before_first_token_is_an_http_status(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    url = serve(scripted_app(StreamError("rate_limit", "slow down", True, retry_after=6.2)))
+    response = await client.post(f"{url}/chat/stream", json=user("x"))
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "7"
+    assert response.json() == {
+        "error": {"type": "rate_limit", "message": "slow down", "retryable": True}
+    }
+
+
+async def test_first_token_timeout_is_504(serve: Serve, client: httpx.AsyncClient) -> None:
+    url = serve(scripted_app(5.0, TextDelta("late"), first_token_timeout_s=0.2))
+    started = time.monotonic()
+    response = await client.post(f"{url}/chat/stream", json=user("x"))
+    assert response.status_code == 504
+    assert time.monotonic() - started < 2
+    assert "first-token timeout" in response.json()["error"]["message"]
+
+
+async def test_idle_timeout_after_first_token_is_an_error_event(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    url = serve(scripted_app(TextDelta("hi"), 5.0, TextDelta("late"), idle_timeout_s=0.2))
+    response, events = await stream(client, f"{url}/chat/stream", user("x"))
+    assert response.status_code == 200
+    assert [e.event for e in events] == ["token", "error"]
+    error = json.loads(events[-1].data)
+    assert error == {
+        "type": "timeout",
+        "message": "the provider exceeded the idle timeout",
+        "retryable": True,
+    }
+
+
+async def test_total_timeout(serve: Serve, client: httpx.AsyncClient) -> None:
+    steps = [x for _ in range(20) for x in (TextDelta("t"), 0.05)]
+    url = serve(scripted_app(*steps, total_timeout_s=0.3))
+    _, events = await stream(client, f"{url}/chat/stream", user("x"))
+    assert events[-1].event == "error"
+    assert "total timeout" in json.loads(events[-1].data)["message"]
+    assert 2 <= [e.event for e in events].count("token") < 20
+
+
+async def test_stream_without_finish_is_an_error_not_a_clean_end(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    url = serve(scripted_app(TextDelta("cut "), TextDelta("off")))
+    _, events = await stream(client, f"{url}/chat/stream", user("x"))
+    assert [e.event for e in events] == ["token", "token", "error"]
+    assert json.loads(events[-1].data)["type"] == "upstream_error"
+
+
+async def test_provider_bug_mid_stream_is_logged_and_an_error_event(
+    serve: Serve, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = serve(scripted_app(TextDelta("ok"), RuntimeError("secret-ish detail")))
+    with caplog.at_level(logging.ERROR, logger="streamfn"):
+        _, events = await stream(client, f"{url}/chat/stream", user("x"))
+    assert [e.event for e in events] == ["token", "error"]
+    error = json.loads(events[-1].data)
+    assert error["type"] == "internal"
+    assert "secret-ish" not in error["message"]
+    assert any(r.exc_info and "secret-ish detail" in str(r.exc_info[1]) for r in caplog.records)
