@@ -22,7 +22,9 @@ FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope: the sync API keeps an event loop running while it is open, which the asyncio
+# tests of other modules must not inherit.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):

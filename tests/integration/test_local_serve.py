@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -35,18 +34,21 @@ def test_local_server_prints_its_url_and_streams_with_echo() -> None:
     )
     try:
         assert proc.stderr is not None
-        url = None
+        # The URL is the first line, printed before uvicorn starts listening.
+        first_line = proc.stderr.readline()
+        match = re.search(r"demo page at (http://\S+)", first_line)
+        assert match, first_line
+        url = match.group(1)
         deadline = time.monotonic() + 20
-        output = ""
-        while url is None or "Application startup complete" not in output:
-            assert time.monotonic() < deadline, output
-            ready, _, _ = select.select([proc.stderr], [], [], 0.5)
-            if ready:
-                output += proc.stderr.readline()
-            match = re.search(r"demo page at (http://\S+)", output)
-            url = match.group(1) if match else None
+        while True:
+            try:
+                if httpx.get(f"{url}healthz").status_code == 200:
+                    break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the local server did not start listening"
+                time.sleep(0.1)
         assert url == f"http://127.0.0.1:{port}/"
-        assert "default provider: echo" in output
+        assert "default provider: echo" in first_line
         assert httpx.get(url).status_code == 200
         body = {"messages": [{"role": "user", "content": "from the child"}]}
         reply = httpx.post(f"{url}chat/stream", json=body, timeout=10)
