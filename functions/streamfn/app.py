@@ -20,7 +20,7 @@ from streamfn.errors import error_response, on_http_error, on_validation_error
 from streamfn.guard import Timeouts
 from streamfn.limits import BodySizeLimit
 from streamfn.providers import ProviderRegistry, ProviderSpec, UnknownProviderError
-from streamfn.providers.registry import builtin_specs
+from streamfn.providers.registry import builtin_specs, default_provider
 from streamfn.request import ChatBody, ChatQuery, ChatRequest
 from streamfn.settings import Settings
 from streamfn.streaming import stream_chat
@@ -38,10 +38,8 @@ def create_app(
 ) -> FastAPI:
     """Build the app. `providers` replaces the built-in providers (tests add their own)."""
     settings = settings or Settings()
-    registry = ProviderRegistry(
-        providers if providers is not None else builtin_specs(settings),
-        default=settings.default_provider,
-    )
+    specs = list(providers) if providers is not None else builtin_specs(settings)
+    registry = ProviderRegistry(specs, default=default_provider(settings, specs))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -32,6 +32,15 @@ class Usage:
     output_tokens: int
     estimated: bool = False
 
+    @classmethod
+    def estimate(cls, input_text: str, output_text: str) -> Usage:
+        """A rough count (about four characters a token) for when the provider reported none."""
+        return cls(_estimate(input_text), _estimate(output_text), estimated=True)
+
+
+def _estimate(text: str) -> int:
+    return (len(text) + 3) // 4
+
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:

@@ -207,7 +207,7 @@ def test_registry_closes_providers_when_the_app_shuts_down() -> None:
 @pytest.mark.parametrize(
     ("request_kwargs", "status", "error_type", "message"),
     [
-        ({"json": user("x", provider="nope")}, 400, "unknown_provider", "known providers: echo"),
+        ({"json": user("x", provider="nope")}, 400, "unknown_provider", "known providers: echo, ollama"),
         (
             {"content": b"{not json", "headers": {"content-type": "application/json"}},
             422,
@@ -265,7 +265,7 @@ async def test_chunked_body_over_the_limit_is_413(serve: Serve, client: httpx.As
     [
         ({}, 422, "prompt: Field required"),
         ({"prompt": ""}, 422, "prompt"),
-        ({"prompt": "x", "provider": "nope"}, 400, "known providers: echo"),
+        ({"prompt": "x", "provider": "nope"}, 400, "known providers: echo, ollama"),
         ({"prompt": "x", "max_tokens": "many"}, 422, "max_tokens"),
     ],
 )
@@ -283,7 +283,10 @@ async def test_health_providers_and_demo_page(serve: Serve, client: httpx.AsyncC
     assert (await client.get(f"{url}/healthz")).json() == {"status": "ok"}
     assert (await client.get(f"{url}/providers")).json() == {
         "default": "echo",
-        "providers": [{"name": "echo", "default_model": "echo"}],
+        "providers": [
+            {"name": "echo", "default_model": "echo"},
+            {"name": "ollama", "default_model": "llama3.2"},
+        ],
     }
     page = await client.get(f"{url}/")
     assert page.status_code == 200

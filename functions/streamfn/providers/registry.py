@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from streamfn.providers.base import Provider
 from streamfn.settings import Settings
@@ -12,11 +14,21 @@ from streamfn.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+# What turns on a built-in provider that is not configured.
+_ENABLE = {
+    "openai": "set OPENAI_API_KEY or OPENAI_BASE_URL",
+    "anthropic": "set ANTHROPIC_API_KEY",
+}
+
+
 class UnknownProviderError(LookupError):
     def __init__(self, name: str, known: Iterable[str]) -> None:
         self.name = name
         self.known = sorted(known)
-        super().__init__(f"unknown provider {name!r}; known providers: {', '.join(self.known)}")
+        message = f"unknown provider {name!r}; known providers: {', '.join(self.known)}"
+        if name in _ENABLE:
+            message += f" ({name} is not configured: {_ENABLE[name]})"
+        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +77,94 @@ class ProviderRegistry:
 
 
 def builtin_specs(settings: Settings) -> list[ProviderSpec]:
-    """The providers streamfn ships, as configured by `settings`."""
+    """The providers streamfn ships, as configured by `settings`.
+
+    `echo` and `ollama` (which needs no key) are always there; `openai` and `anthropic` once they
+    have a key or a base URL; each OpenAI-compatible server listed in the settings by its name.
+    Each `build` imports its SDK, so an unused provider costs no start-up time.
+    """
 
     def echo() -> Provider:
         from streamfn.providers.echo import EchoProvider
 
         return EchoProvider(delay_s=settings.echo_delay_ms / 1000)
 
-    return [ProviderSpec(name="echo", default_model="echo", build=echo)]
+    def openai_chat(
+        name: str,
+        api_key: str | None,
+        base_url: str | None,
+        max_tokens_param: Literal["max_tokens", "max_completion_tokens"],
+    ) -> Callable[[], Provider]:
+        def build() -> Provider:
+            from streamfn.providers.openai_chat import OpenAIChatProvider
+
+            return OpenAIChatProvider(
+                name=name,
+                api_key=api_key,
+                base_url=base_url,
+                max_tokens_param=max_tokens_param,
+                total_timeout_s=settings.total_timeout_s,
+                connect_timeout_s=settings.connect_timeout_s,
+                max_retries=settings.upstream_retries,
+            )
+
+        return build
+
+    def anthropic() -> Provider:
+        from streamfn.providers.anthropic_messages import AnthropicProvider
+
+        key = settings.anthropic_api_key
+        return AnthropicProvider(
+            api_key=key.get_secret_value() if key else None,
+            base_url=settings.anthropic_base_url,
+            default_max_tokens=settings.anthropic_max_tokens,
+            total_timeout_s=settings.total_timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            max_retries=settings.upstream_retries,
+        )
+
+    def ollama() -> Provider:
+        from streamfn.providers.ollama_chat import OllamaProvider
+
+        return OllamaProvider(
+            host=settings.ollama_host,
+            total_timeout_s=settings.total_timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+        )
+
+    specs = [ProviderSpec("echo", "echo", echo)]
+    if settings.openai_api_key or settings.openai_base_url:
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        # OpenAI's own API has replaced max_tokens with max_completion_tokens; servers that
+        # imitate it mostly know only max_tokens.
+        param: Literal["max_tokens", "max_completion_tokens"] = (
+            "max_completion_tokens" if settings.openai_base_url is None else "max_tokens"
+        )
+        specs.append(
+            ProviderSpec(
+                "openai",
+                settings.openai_model,
+                openai_chat("openai", key, settings.openai_base_url, param),
+            )
+        )
+    if settings.anthropic_api_key or settings.anthropic_base_url:
+        specs.append(ProviderSpec("anthropic", settings.anthropic_model, anthropic))
+    specs.append(ProviderSpec("ollama", settings.ollama_model, ollama))
+    for compatible in settings.openai_compatible:
+        key = os.environ.get(compatible.api_key_env) if compatible.api_key_env else None
+        specs.append(
+            ProviderSpec(
+                compatible.name,
+                compatible.default_model,
+                openai_chat(compatible.name, key, compatible.base_url, compatible.max_tokens_param),
+            )
+        )
+    return specs
+
+
+def default_provider(settings: Settings, specs: Iterable[ProviderSpec]) -> str:
+    """The configured default, else openai, else anthropic when configured, else echo."""
+    if settings.default_provider:
+        return settings.default_provider
+    names = {spec.name for spec in specs}
+    return next((n for n in ("openai", "anthropic") if n in names), "echo")
