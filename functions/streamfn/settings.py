@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     )
     ollama_host: str = Field(default="http://127.0.0.1:11434", validation_alias="OLLAMA_HOST")
     ollama_model: str = "llama3.2"
+    ollama_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="OLLAMA_API_KEY",
+        description="Bearer token for ollama.com or an authenticating proxy.",
+    )
     openai_compatible: list[CompatibleProvider] = Field(
         default=[], description="Further OpenAI-compatible providers (JSON list)."
     )

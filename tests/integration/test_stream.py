@@ -207,7 +207,12 @@ def test_registry_closes_providers_when_the_app_shuts_down() -> None:
 @pytest.mark.parametrize(
     ("request_kwargs", "status", "error_type", "message"),
     [
-        ({"json": user("x", provider="nope")}, 400, "unknown_provider", "known providers: echo, ollama"),
+        (
+            {"json": user("x", provider="nope")},
+            400,
+            "unknown_provider",
+            "known providers: echo, ollama",
+        ),
         (
             {"content": b"{not json", "headers": {"content-type": "application/json"}},
             422,

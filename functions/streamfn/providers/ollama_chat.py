@@ -35,9 +35,18 @@ def base_url(host: str) -> str:
 
 
 class OllamaProvider:
-    def __init__(self, *, host: str, total_timeout_s: float, connect_timeout_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        api_key: str | None,
+        total_timeout_s: float,
+        connect_timeout_s: float,
+    ) -> None:
+        self._api_key = api_key
         self._client = httpx.AsyncClient(
             base_url=base_url(host),
+            headers={"authorization": f"Bearer {api_key}"} if api_key else None,
             timeout=httpx.Timeout(total_timeout_s, connect=connect_timeout_s),
         )
 
@@ -66,7 +75,7 @@ class OllamaProvider:
                     yield upstream.error_for_status(
                         NAME,
                         response.status_code,
-                        _error_text(body),
+                        upstream.redact(_error_text(body), [self._api_key]),
                         retry_after_s=upstream.retry_after(response.headers),
                     )
                     return
@@ -82,7 +91,8 @@ class OllamaProvider:
                         yield upstream.malformed(NAME, f"not an object: {line[:80]!r}")
                         return
                     if "error" in data:
-                        yield upstream.unreachable(NAME, f"error mid-stream: {data['error']}")
+                        detail = upstream.redact(str(data["error"]), [self._api_key])
+                        yield upstream.unreachable(NAME, f"error mid-stream: {detail}")
                         return
                     content = (data.get("message") or {}).get("content")
                     if content:

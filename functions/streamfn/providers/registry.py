@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from streamfn.providers.base import Provider
 from streamfn.settings import Settings
@@ -126,8 +127,10 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
     def ollama() -> Provider:
         from streamfn.providers.ollama_chat import OllamaProvider
 
+        key = settings.ollama_api_key
         return OllamaProvider(
             host=settings.ollama_host,
+            api_key=key.get_secret_value() if key else None,
             total_timeout_s=settings.total_timeout_s,
             connect_timeout_s=settings.connect_timeout_s,
         )
@@ -135,16 +138,11 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
     specs = [ProviderSpec("echo", "echo", echo)]
     if settings.openai_api_key or settings.openai_base_url:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        # OpenAI's own API has replaced max_tokens with max_completion_tokens; servers that
-        # imitate it mostly know only max_tokens.
-        param: Literal["max_tokens", "max_completion_tokens"] = (
-            "max_completion_tokens" if settings.openai_base_url is None else "max_tokens"
-        )
+        base_url = settings.openai_base_url
+        param = max_tokens_param(base_url)
         specs.append(
             ProviderSpec(
-                "openai",
-                settings.openai_model,
-                openai_chat("openai", key, settings.openai_base_url, param),
+                "openai", settings.openai_model, openai_chat("openai", key, base_url, param)
             )
         )
     if settings.anthropic_api_key or settings.anthropic_base_url:
@@ -160,6 +158,14 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
             )
         )
     return specs
+
+
+def max_tokens_param(base_url: str | None) -> Literal["max_tokens", "max_completion_tokens"]:
+    """OpenAI's own API has replaced max_tokens with max_completion_tokens (its reasoning models
+    reject max_tokens); the servers that imitate it mostly know only max_tokens."""
+    if base_url is None or urlsplit(base_url).hostname == "api.openai.com":
+        return "max_completion_tokens"
+    return "max_tokens"
 
 
 def default_provider(settings: Settings, specs: Iterable[ProviderSpec]) -> str:
