@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from functools import cache
@@ -31,6 +32,20 @@ logger = logging.getLogger(__name__)
 @cache
 def _demo_page() -> str:
     return (files("streamfn") / "static" / "index.html").read_text(encoding="utf-8")
+
+
+def _deadline(request: Request, margin_s: float) -> float | None:
+    """In Lambda, when the stream must have ended: the invocation deadline less a margin.
+
+    Lambda is never told that a function URL's client left, so a stream runs until it ends or
+    the invocation is killed; ending it first leaves time for a `timeout` event and the usage
+    record. The Lambda context is in the scope under Mangum's key, `aws.context`.
+    """
+    context = request.scope.get("aws.context")
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return time.time() + float(remaining()) / 1000 - margin_s
 
 
 def create_app(
@@ -74,6 +89,7 @@ def create_app(
             first_token_s=settings.first_token_timeout_s,
             idle_s=settings.idle_timeout_s,
             total_s=settings.total_timeout_s,
+            deadline=_deadline(request, settings.deadline_margin_s),
         )
         return await stream_chat(
             registry.get(spec.name),

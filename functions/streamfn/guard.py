@@ -35,8 +35,10 @@ async def guard(
     """Yield `source`'s chunks within `timeouts`; always end with one final chunk."""
     loop = asyncio.get_running_loop()
     ends_at = loop.time() + timeouts.total_s
-    if timeouts.deadline is not None:
-        ends_at = min(ends_at, loop.time() + timeouts.deadline - time.time())
+    ending = "the provider exceeded the total timeout"
+    if timeouts.deadline is not None and timeouts.deadline - time.time() < timeouts.total_s:
+        ends_at = loop.time() + timeouts.deadline - time.time()
+        ending = "the stream was ended before the Lambda invocation deadline"
     started = False
     async with aclosing(source) as stream:
         while True:
@@ -46,10 +48,13 @@ async def guard(
                 async with asyncio.timeout(max(budget, 0)):
                     chunk = await anext(stream)
             except TimeoutError:
-                what = "total" if budget < gap else ("idle" if started else "first-token")
-                yield StreamError(
-                    "timeout", f"the provider exceeded the {what} timeout", retryable=True
-                )
+                if budget < gap:
+                    message = ending
+                else:
+                    message = (
+                        f"the provider exceeded the {'idle' if started else 'first-token'} timeout"
+                    )
+                yield StreamError("timeout", message, retryable=True)
                 return
             except StopAsyncIteration:
                 yield StreamError(

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     )
     idle_timeout_s: float = Field(default=60, gt=0, description="Longest gap between two tokens.")
     total_timeout_s: float = Field(default=600, gt=0, description="Longest whole stream.")
+    deadline_margin_s: float = Field(
+        default=2,
+        ge=0,
+        description="In Lambda, streams end this long before the invocation deadline.",
+    )
     cors_origins: list[str] = Field(
         default=[],
         description="Origins allowed to call the local server from a browser (JSON list). "

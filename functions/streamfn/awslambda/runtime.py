@@ -1,0 +1,131 @@
+"""The runtime loop: init once, then next invocation, run it, repeat.
+
+The managed Python runtime buffers a handler's return value; this loop replaces it (started by
+`AWS_LAMBDA_EXEC_WRAPPER`, see functions/bootstrap) so that responses stream. One event loop
+lives for the life of the environment, so the app's clients (and their connection pools) are
+created once and reused by every invocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import os
+import signal
+import sys
+from typing import Any, cast
+
+from aws_lambda_powertools import Logger
+from starlette.types import ASGIApp, Message
+
+from streamfn.awslambda.bridge import invoke
+from streamfn.awslambda.runtime_api import RuntimeAPI
+
+DEFAULT_APP = "streamfn.app:create_app"
+logger = logging.getLogger(__name__)
+
+
+def load_app(spec: str) -> ASGIApp:
+    """`module:attribute`, an ASGI app or a factory whose arguments all have defaults."""
+    module_name, _, attribute = spec.partition(":")
+    target: Any = getattr(importlib.import_module(module_name), attribute or "app")
+    if callable(target) and not isinstance(target, type):
+        parameters = inspect.signature(target).parameters.values()
+        if all(p.default is not p.empty for p in parameters):
+            target = target()
+    return cast(ASGIApp, target)
+
+
+class Lifespan:
+    """Drives the app's ASGI lifespan: startup at init, shutdown when Lambda stops us."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+        try:
+            await self._app(scope, self._inbox.get, self._outbox.put)
+        except Exception:
+            # An app without lifespan support raises on the lifespan scope; that is allowed.
+            logger.debug("the app does not support the lifespan protocol", exc_info=True)
+        finally:
+            await self._outbox.put({"type": "lifespan.gone"})
+
+    async def _exchange(self, message: str) -> None:
+        await self._inbox.put({"type": message})
+        reply = await self._outbox.get()
+        if reply["type"].endswith(".failed"):
+            raise RuntimeError(f"{message} failed: {reply.get('message', '')}")
+
+    async def startup(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+        await self._exchange("lifespan.startup")
+
+    async def shutdown(self) -> None:
+        if self._task is not None and not self._task.done():
+            await self._exchange("lifespan.shutdown")
+            await self._task
+
+
+def _configure_logging() -> Logger:
+    """JSON lines through Powertools Logger, for streamfn's loggers and everyone else's: its
+    handler sits on the root logger, so `append_keys` (the request id) reaches every line."""
+    powertools = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "streamfn"))
+    root = logging.getLogger()
+    root.handlers = [powertools.registered_handler]
+    # Powertools' own stdlib logger (named after the service, "streamfn" by default) has the same
+    # handler; it must not pass records on to the root as well, or each line would be written twice.
+    logging.getLogger(powertools.service).propagate = False
+    root.setLevel(os.environ.get("AWS_LAMBDA_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO")
+    return powertools
+
+
+async def run(api: RuntimeAPI, app_spec: str, log: Logger) -> int:
+    try:
+        app = load_app(app_spec)
+        lifespan = Lifespan(app)
+        await lifespan.startup()
+    except Exception as exc:
+        kind = "Runtime.ImportModuleError" if isinstance(exc, ImportError) else "Runtime.InitError"
+        logger.exception("init failed")
+        await api.init_error(exc, kind)
+        return 1
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    cold = True
+    while not stop.is_set():
+        next_invocation = asyncio.ensure_future(api.next())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((next_invocation, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not next_invocation.done():
+            next_invocation.cancel()
+            break
+        invocation = next_invocation.result()
+        if invocation.trace_id:
+            os.environ["_X_AMZN_TRACE_ID"] = invocation.trace_id
+        else:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        log.append_keys(
+            request_id=invocation.request_id, xray_trace_id=invocation.trace_id, cold_start=cold
+        )
+        cold = False
+        # Returns once the app's ASGI call has returned, after any work it does past the end of
+        # its response (usage records, metrics): a frozen environment would lose that work.
+        await invoke(app, api, invocation)
+    await lifespan.shutdown()
+    return 0
+
+
+def main() -> None:
+    log = _configure_logging()
+    api = RuntimeAPI(os.environ["AWS_LAMBDA_RUNTIME_API"])
+    app_spec = os.environ.get("STREAMFN_LAMBDA_APP", DEFAULT_APP)
+    sys.exit(asyncio.run(run(api, app_spec, log)))

@@ -1,0 +1,572 @@
+"""A Lambda function URL on localhost, with no Docker and no AWS account: `make run-lambda`.
+
+It turns each HTTP request into a function URL event (payload format 2.0), serves the Lambda
+Runtime API on loopback, runs `functions/bootstrap` as a child process against it, and relays
+the streamed prelude and body to the HTTP client as they arrive. It checks what the runtime sends
+(headers, chunk framing, prelude, trailers, error documents) and reports every violation loudly.
+
+AWS's Runtime Interface Emulator accepts streamed responses but hands the invoker the body all at
+once and drops trailers, so it cannot show streaming; the tests use it as a second opinion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import h11
+import uvicorn
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOTSTRAP = ROOT / "functions" / "bootstrap"
+API = "/2018-06-01/runtime"
+PRELUDE_TYPE = "application/vnd.awslambda.http-integration-response"
+DELIMITER = b"\0" * 8
+ERROR_TYPE = "lambda-runtime-function-error-type"
+ERROR_BODY = "lambda-runtime-function-error-body"
+TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-www-form-urlencoded")
+
+logger = logging.getLogger("lambda-emulator")
+
+
+@dataclass
+class Invocation:
+    request_id: str
+    event: dict[str, Any]
+    deadline_ms: int
+    # What the runtime sent, for the HTTP client: ("prelude", dict), ("data", bytes),
+    # ("end", trailers), ("error", document).
+    outbox: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+
+
+@dataclass
+class Record:
+    """What happened, for tests: Runtime API calls in order, errors, trailers, violations."""
+
+    calls: list[tuple[float, str, str]] = field(default_factory=list)  # (time, what, request id)
+    invocation_errors: list[dict[str, Any]] = field(default_factory=list)
+    init_errors: list[dict[str, Any]] = field(default_factory=list)
+    trailers: dict[str, dict[str, str]] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+    runtime_starts: int = 0
+    logs: list[str] = field(default_factory=list)
+
+
+def function_url_event(
+    method: str,
+    path: str,
+    query: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    source_ip: str,
+    host: str,
+) -> dict[str, Any]:
+    """A function URL request event, payload format 2.0, as AWS builds it
+    (https://docs.aws.amazon.com/lambda/latest/dg/urls-invocation.html#urls-payloads)."""
+    joined: dict[str, str] = {}
+    cookies: list[str] = []
+    for raw_name, raw_value in headers:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name == "cookie":
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            continue
+        joined[name] = f"{joined[name]},{value}" if name in joined else value
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        params[key] = f"{params[key]},{value}" if key in params else value
+    content_type = joined.get("content-type", "")
+    try:
+        text = body.decode("utf-8")
+        is_text = not body or content_type.startswith(TEXT_TYPES)
+    except UnicodeDecodeError:
+        is_text = False
+    now = time.time()
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query.decode("latin-1"),
+        "headers": joined,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "localfunctionurl",
+            "domainName": host,
+            "domainPrefix": "localfunctionurl",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": joined.get("user-agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": not is_text,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if params:
+        event["queryStringParameters"] = params
+    if body:
+        event["body"] = text if is_text else base64.b64encode(body).decode()
+    return event
+
+
+class Emulator:
+    """The function URL, the Runtime API and the child runtime, on one event loop."""
+
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout_s: float = 300,
+        bootstrap: Path = BOOTSTRAP,
+        echo_logs: bool = False,
+    ) -> None:
+        self.env = dict(env or {})
+        self.timeout_s = timeout_s
+        self.bootstrap = bootstrap
+        self.echo_logs = echo_logs
+        self.record = Record()
+        self._pending: asyncio.Queue[Invocation] = asyncio.Queue()
+        self._by_id: dict[str, Invocation] = {}
+        self._child: asyncio.subprocess.Process | None = None
+        self._runtime_server: asyncio.Server | None = None
+        self._front: uvicorn.Server | None = None
+        self.runtime_port = 0
+        self.port = 0
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, *, port: int = 0, host: str = "127.0.0.1", runtime: bool = True) -> None:
+        self._runtime_server = await asyncio.start_server(self._serve_runtime_api, "127.0.0.1", 0)
+        self.runtime_port = self._runtime_server.sockets[0].getsockname()[1]
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self._function_url, log_level="warning", lifespan="off", interface="asgi3"
+        )
+        self._front = uvicorn.Server(config)
+        self._front_task = asyncio.ensure_future(self._front.serve(sockets=[sock]))
+        while not self._front.started:
+            await asyncio.sleep(0.01)
+        if runtime:
+            await self.start_runtime()
+
+    async def start_runtime(self) -> None:
+        """Start `functions/bootstrap` as Lambda would: a fresh process, a cold start."""
+        env = {
+            **os.environ,
+            **self.env,
+            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.runtime_port}",
+            "AWS_LAMBDA_FUNCTION_NAME": "streamfn-local",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+            "AWS_REGION": self.env.get("AWS_REGION", "us-east-1"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        self.record.runtime_starts += 1
+        self._child = await asyncio.create_subprocess_exec(
+            str(self.bootstrap),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self._log_task = asyncio.ensure_future(self._read_logs(self._child))
+
+    async def _read_logs(self, child: asyncio.subprocess.Process) -> None:
+        assert child.stdout is not None
+        async for raw in child.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.record.logs.append(line)
+            if self.echo_logs:
+                sys.stderr.write(f"[lambda] {line}\n")
+        code = await child.wait()
+        if code and self.echo_logs:
+            sys.stderr.write(f"[lambda] the runtime exited with {code}\n")
+        for invocation in list(self._by_id.values()):  # a dead runtime answers nobody
+            invocation.outbox.put_nowait(("error", {"errorType": "Runtime.ExitError"}))
+
+    async def stop_runtime(self) -> None:
+        if self._child is not None and self._child.returncode is None:
+            self._child.terminate()
+            try:
+                await asyncio.wait_for(self._child.wait(), 5)
+            except TimeoutError:
+                self._child.kill()
+                await self._child.wait()
+
+    async def stop(self) -> None:
+        await self.stop_runtime()
+        if self._front is not None:
+            self._front.should_exit = True
+            await self._front_task
+        if self._runtime_server is not None:
+            self._runtime_server.close()
+
+    def violation(self, message: str) -> None:
+        self.record.violations.append(message)
+        logger.error("RUNTIME API CONTRACT VIOLATION: %s", message)
+        if self.echo_logs:
+            sys.stderr.write(f"\n*** RUNTIME API CONTRACT VIOLATION: {message} ***\n\n")
+
+    # --- the function URL -------------------------------------------------------------------
+
+    async def _function_url(self, scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        event = function_url_event(
+            scope["method"],
+            scope["raw_path"].decode() if scope.get("raw_path") else scope["path"],
+            scope["query_string"],
+            scope["headers"],
+            bytes(body),
+            scope["client"][0] if scope.get("client") else "127.0.0.1",
+            headers.get("host", "localhost"),
+        )
+        invocation = Invocation(
+            request_id=str(uuid.uuid4()),
+            event=event,
+            deadline_ms=int((time.time() + self.timeout_s) * 1000),
+        )
+        self._by_id[invocation.request_id] = invocation
+        await self._pending.put(invocation)
+        try:
+            await self._relay(invocation, send)
+        finally:
+            self._by_id.pop(invocation.request_id, None)
+
+    async def _relay(self, invocation: Invocation, send: Any) -> None:
+        started = False
+        while True:
+            remaining = invocation.deadline_ms / 1000 - time.time()
+            try:
+                kind, value = await asyncio.wait_for(invocation.outbox.get(), max(remaining, 0) + 1)
+            except TimeoutError:
+                # Lambda ends an invocation that outlives its timeout, and the environment with it.
+                logger.error("invocation %s timed out", invocation.request_id)
+                await self.stop_runtime()
+                await self.start_runtime()
+                kind, value = "error", {"errorType": "Sandbox.Timedout"}
+            if kind == "prelude":
+                headers = [
+                    (k.encode(), str(v).encode()) for k, v in value.get("headers", {}).items()
+                ]
+                headers += [(b"set-cookie", c.encode()) for c in value.get("cookies", [])]
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": value["statusCode"],
+                        "headers": headers,
+                    }
+                )
+                started = True
+            elif kind == "data":
+                await send({"type": "http.response.body", "body": value, "more_body": True})
+            elif kind == "end":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            elif kind == "error":
+                if not started:
+                    # What a function URL answers for a function error.
+                    body = b'{"Message":"Internal Server Error"}'
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 502,
+                            "headers": [(b"content-type", b"application/json")],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": body})
+                else:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+
+    # --- the Runtime API ------------------------------------------------------------------
+
+    async def _serve_runtime_api(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        connection = h11.Connection(h11.SERVER)
+
+        async def next_event() -> h11.Event:
+            while True:
+                event = connection.next_event()
+                if event is not h11.NEED_DATA:
+                    return event
+                data = await reader.read(65536)
+                connection.receive_data(data)
+
+        async def reply(
+            status: int, body: bytes = b"", headers: list[tuple[str, str]] | None = None
+        ) -> None:
+            sent = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            writer.write(
+                connection.send(h11.Response(status_code=status, headers=sent + (headers or [])))
+            )
+            writer.write(connection.send(h11.Data(data=body)))
+            writer.write(connection.send(h11.EndOfMessage()))
+            await writer.drain()
+
+        try:
+            while True:
+                event = await next_event()
+                if isinstance(event, h11.ConnectionClosed):
+                    return
+                if not isinstance(event, h11.Request):
+                    self.violation(f"expected a request, got {event!r}")
+                    return
+                await self._dispatch(event, next_event, reply)
+                if (
+                    connection.our_state is h11.MUST_CLOSE
+                    or connection.their_state is h11.MUST_CLOSE
+                ):
+                    return
+                connection.start_next_cycle()
+        except h11.RemoteProtocolError as exc:
+            self.violation(f"malformed HTTP from the runtime: {exc}")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _dispatch(self, request: h11.Request, next_event: Any, reply: Any) -> None:
+        target = request.target.decode()
+        headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+        method = request.method.decode()
+        if method == "GET" and target == f"{API}/invocation/next":
+            await self._drain(next_event)
+            invocation = await self._pending.get()
+            self.record.calls.append((time.monotonic(), "next", invocation.request_id))
+            await reply(
+                200,
+                json.dumps(invocation.event).encode(),
+                [
+                    ("Lambda-Runtime-Aws-Request-Id", invocation.request_id),
+                    ("Lambda-Runtime-Deadline-Ms", str(invocation.deadline_ms)),
+                    (
+                        "Lambda-Runtime-Invoked-Function-Arn",
+                        "arn:aws:lambda:us-east-1:000000000000:function:streamfn-local",
+                    ),
+                    (
+                        "Lambda-Runtime-Trace-Id",
+                        f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}",
+                    ),
+                ],
+            )
+            return
+        parts = target.removeprefix(f"{API}/").split("/")
+        if method == "POST" and parts[:1] == ["invocation"] and len(parts) == 3:
+            request_id, what = parts[1], parts[2]
+            invocation = self._by_id.get(request_id)
+            if invocation is None:
+                self.violation(f"{what} for unknown or finished request id {request_id}")
+                await self._drain(next_event)
+                await reply(400, b'{"errorMessage":"unknown request id"}')
+                return
+            if what == "response":
+                await self._receive_response(invocation, headers, next_event)
+                await reply(202, b'{"status":"OK"}')
+                return
+            if what == "error":
+                document = await self._receive_error(headers, next_event)
+                self.record.invocation_errors.append(document)
+                self.record.calls.append((time.monotonic(), "error", request_id))
+                invocation.outbox.put_nowait(("error", document))
+                await reply(202, b'{"status":"OK"}')
+                return
+        if method == "POST" and target == f"{API}/init/error":
+            document = await self._receive_error(headers, next_event)
+            self.record.init_errors.append(document)
+            self.record.calls.append((time.monotonic(), "init-error", ""))
+            await reply(202, b'{"status":"OK"}')
+            return
+        self.violation(f"unknown Runtime API call: {method} {target}")
+        await self._drain(next_event)
+        await reply(404, b'{"errorMessage":"not found"}')
+
+    async def _drain(self, next_event: Any) -> bytes:
+        body = bytearray()
+        while True:
+            event = await next_event()
+            if isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return bytes(body)
+
+    async def _receive_error(self, headers: dict[str, str], next_event: Any) -> dict[str, Any]:
+        body = await self._drain(next_event)
+        try:
+            document = json.loads(body)
+        except ValueError:
+            self.violation(f"an error document that is not JSON: {body[:100]!r}")
+            return {}
+        if not isinstance(document, dict) or not {"errorMessage", "errorType"} <= document.keys():
+            self.violation(f"an error document without errorMessage and errorType: {document!r}")
+        if ERROR_TYPE not in headers:
+            self.violation("an error report without Lambda-Runtime-Function-Error-Type")
+        return document if isinstance(document, dict) else {}
+
+    async def _receive_response(
+        self, invocation: Invocation, headers: dict[str, str], next_event: Any
+    ) -> None:
+        expected = {
+            "lambda-runtime-function-response-mode": "streaming",
+            "transfer-encoding": "chunked",
+            "content-type": PRELUDE_TYPE,
+        }
+        for name, value in expected.items():
+            if headers.get(name, "").lower() != value:
+                self.violation(f"response header {name}: {headers.get(name)!r}, expected {value!r}")
+        declared = {t.strip().lower() for t in headers.get("trailer", "").split(",") if t.strip()}
+        if declared != {ERROR_TYPE, ERROR_BODY}:
+            self.violation(
+                f"Trailer header declares {sorted(declared)}, expected the two error trailers"
+            )
+        self.record.calls.append((time.monotonic(), "response", invocation.request_id))
+        head = bytearray()
+        prelude_seen = False
+        while True:
+            event = await next_event()
+            if isinstance(event, h11.Data):
+                if prelude_seen:
+                    invocation.outbox.put_nowait(("data", bytes(event.data)))
+                    continue
+                head += event.data
+                index = head.find(DELIMITER)
+                if index < 0:
+                    continue
+                prelude_seen = True
+                invocation.outbox.put_nowait(("prelude", self._check_prelude(bytes(head[:index]))))
+                rest = bytes(head[index + len(DELIMITER) :])
+                if rest:
+                    invocation.outbox.put_nowait(("data", rest))
+            elif isinstance(event, h11.EndOfMessage):
+                trailers = {k.decode().lower(): v.decode() for k, v in event.headers}
+                self._check_trailers(trailers, declared)
+                self.record.trailers[invocation.request_id] = trailers
+                self.record.calls.append((time.monotonic(), "response-end", invocation.request_id))
+                if not prelude_seen:
+                    self.violation("the response ended without a prelude and its 8 NUL bytes")
+                    invocation.outbox.put_nowait(("error", {"errorType": "Runtime.NoPrelude"}))
+                    return
+                invocation.outbox.put_nowait(("end", trailers))
+                return
+
+    def _check_prelude(self, raw: bytes) -> dict[str, Any]:
+        try:
+            prelude = json.loads(raw)
+        except ValueError:
+            self.violation(f"prelude is not JSON: {raw[:200]!r}")
+            return {"statusCode": 502, "headers": {}, "cookies": []}
+        status = prelude.get("statusCode") if isinstance(prelude, dict) else None
+        if not isinstance(status, int) or not 100 <= status <= 599:
+            self.violation(f"prelude statusCode is not an HTTP status: {prelude!r}")
+            return {"statusCode": 502, "headers": {}, "cookies": []}
+        headers = prelude.get("headers", {})
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            self.violation(f"prelude headers must map strings to strings: {headers!r}")
+            headers = {}
+        if any(k.lower() == "set-cookie" for k in headers):
+            self.violation("Set-Cookie belongs in the prelude's cookies, not its headers")
+        cookies = prelude.get("cookies", [])
+        if not isinstance(cookies, list) or not all(isinstance(c, str) for c in cookies):
+            self.violation(f"prelude cookies must be a list of strings: {cookies!r}")
+            cookies = []
+        return {"statusCode": status, "headers": headers, "cookies": cookies}
+
+    def _check_trailers(self, trailers: dict[str, str], declared: set[str]) -> None:
+        if undeclared := set(trailers) - declared:
+            self.violation(f"trailers not declared in the Trailer header: {sorted(undeclared)}")
+        if ERROR_TYPE in trailers:
+            try:
+                json.loads(base64.b64decode(trailers.get(ERROR_BODY, ""), validate=True))
+            except (ValueError, binascii.Error):
+                self.violation(
+                    "Lambda-Runtime-Function-Error-Body is not base64 of a JSON document"
+                )
+
+
+class EmulatorThread:
+    """The emulator on its own event loop in a background thread (tests, benchmarks)."""
+
+    def __init__(self, **options: Any) -> None:
+        self.emulator = Emulator(**options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.emulator.port}"
+
+    @property
+    def record(self) -> Record:
+        return self.emulator.record
+
+    def call(self, coroutine: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def __enter__(self) -> EmulatorThread:
+        self._thread.start()
+        self.call(self.emulator.start())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            self.call(self.emulator.stop())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            self._loop.close()
+
+
+async def _main() -> None:
+    port = int(os.environ.get("PORT", "9000"))
+    host = os.environ.get("HOST", "127.0.0.1")
+    timeout_s = float(os.environ.get("STREAMFN_LAMBDA_TIMEOUT_S", "300"))
+    emulator = Emulator(timeout_s=timeout_s, echo_logs=True)
+    await emulator.start(port=port, host=host)
+    sys.stderr.write(
+        f"streamfn: Lambda function URL emulator at http://{host}:{port}/ "
+        f"(Runtime API on 127.0.0.1:{emulator.runtime_port}, timeout {timeout_s:g} s; Ctrl+C to stop)\n"
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await emulator.stop()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_main())
+    except KeyboardInterrupt:
+        pass
