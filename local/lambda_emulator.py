@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
@@ -136,7 +137,7 @@ class Emulator:
     def __init__(
         self,
         *,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str | None] | None = None,
         timeout_s: float = 300,
         bootstrap: Path = BOOTSTRAP,
         echo_logs: bool = False,
@@ -153,6 +154,7 @@ class Emulator:
         self._front: uvicorn.Server | None = None
         self.runtime_port = 0
         self.port = 0
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -168,16 +170,16 @@ class Emulator:
         )
         self._front = uvicorn.Server(config)
         self._front_task = asyncio.ensure_future(self._front.serve(sockets=[sock]))
-        while not self._front.started:
+        while not self._front.started:  # uvicorn offers no event to wait on  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         if runtime:
             await self.start_runtime()
 
     async def start_runtime(self) -> None:
         """Start `functions/bootstrap` as Lambda would: a fresh process, a cold start."""
+        merged = {**os.environ, **self.env}  # a None in `env` unsets the variable
         env = {
-            **os.environ,
-            **self.env,
+            **{k: v for k, v in merged.items() if v is not None},
             "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.runtime_port}",
             "AWS_LAMBDA_FUNCTION_NAME": "streamfn-local",
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
@@ -223,6 +225,10 @@ class Emulator:
             await self._front_task
         if self._runtime_server is not None:
             self._runtime_server.close()
+        # Runtime API connections still open (a `next` that no invocation will answer).
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
 
     def violation(self, message: str) -> None:
         self.record.violations.append(message)
@@ -314,6 +320,9 @@ class Emulator:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         connection = h11.Connection(h11.SERVER)
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
 
         async def next_event() -> h11.Event:
             while True:
@@ -354,6 +363,7 @@ class Emulator:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._handlers.discard(task)
             writer.close()
 
     async def _dispatch(self, request: h11.Request, next_event: Any, reply: Any) -> None:
@@ -556,7 +566,8 @@ async def _main() -> None:
     await emulator.start(port=port, host=host)
     sys.stderr.write(
         f"streamfn: Lambda function URL emulator at http://{host}:{port}/ "
-        f"(Runtime API on 127.0.0.1:{emulator.runtime_port}, timeout {timeout_s:g} s; Ctrl+C to stop)\n"
+        f"(Runtime API on 127.0.0.1:{emulator.runtime_port}, timeout {timeout_s:g} s; "
+        "Ctrl+C to stop)\n"
     )
     try:
         await asyncio.Event().wait()
@@ -566,7 +577,5 @@ async def _main() -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main())
-    except KeyboardInterrupt:
-        pass
