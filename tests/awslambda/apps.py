@@ -59,7 +59,7 @@ app = Starlette(
 async def raises_before_response(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """A bare ASGI app (no error middleware) that fails before sending anything."""
     if scope["type"] == "lifespan":
-        while (message := await receive())["type"] != "lifespan.shutdown":
+        while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
