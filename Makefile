@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit install browser-deps clean
+.PHONY: run run-lambda test lint typecheck unit install browser-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ install: $(VENV)/.dev-installed
 
 run: $(VENV)/.run-installed
 	PORT=$(PORT) $(BIN)/python local/serve.py
+
+# The same app behind a local Lambda function URL: functions/bootstrap under the emulator.
+run-lambda: $(VENV)/.dev-installed
+	PORT=$${PORT:-9000} $(BIN)/python local/lambda_emulator.py
 
 # Debian's chromium for the browser tests (Playwright drives it; it downloads no browser).
 browser-deps:
