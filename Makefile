@@ -20,6 +20,14 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[dev]'
 	touch $@ $(VENV)/.run-installed
 
+# The AWS SAM CLI in a venv of its own (its pins clash with the app's); its wheel carries AWS's
+# Runtime Interface Emulator, which the conformance tests run.
+SAM_VENV := .tools/sam
+$(SAM_VENV)/.installed:
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check aws-sam-cli
+	touch $@
+
 install: $(VENV)/.dev-installed
 
 run: $(VENV)/.run-installed
@@ -46,10 +54,10 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev-installed browser-deps
+unit: $(VENV)/.dev-installed $(SAM_VENV)/.installed browser-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis

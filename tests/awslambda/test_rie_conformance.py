@@ -1,0 +1,102 @@
+"""A second opinion from AWS's own Runtime Interface Emulator (shipped inside the aws-sam-cli
+wheel): it must accept every request the streaming runtime makes. It returns the streamed body
+at once and drops trailers, so streaming itself is tested through local/lambda_emulator.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).parents[2]
+ARCH = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), "")
+RIES = sorted(
+    (ROOT / ".tools" / "sam").glob(
+        f"lib/python3*/site-packages/samcli/local/rapid/aws-lambda-rie-{ARCH}"
+    )
+)
+EVENTS = ROOT / "tests" / "events"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def rie() -> Iterator[object]:
+    if not RIES:
+        if os.environ.get("CI"):
+            pytest.fail("AWS's RIE is missing: `make test` installs aws-sam-cli into .tools/sam")
+        pytest.skip("AWS's RIE is not installed (make test installs aws-sam-cli into .tools/sam)")
+    binary = RIES[0]
+    binary.chmod(0o755)
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**env: str) -> str:
+        port = free_port()
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFN_")}
+        full_env |= {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(ROOT),
+            **env,
+        }
+        # Both addresses on loopback: without them the RIE listens on every interface.
+        proc = subprocess.Popen(
+            [
+                str(binary),
+                "--runtime-interface-emulator-address",
+                f"127.0.0.1:{port}",
+                "--runtime-api-address",
+                f"127.0.0.1:{free_port()}",
+                str(ROOT / "functions" / "bootstrap"),
+            ],
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return url
+            except OSError:
+                assert time.monotonic() < deadline, "the RIE did not start"
+                time.sleep(0.05)
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_rie_accepts_a_streamed_response(rie: object) -> None:
+    url = rie(STREAMFN_ECHO_DELAY_MS="0")  # type: ignore[operator]
+    event = (EVENTS / "function_url_v2.json").read_bytes()
+    body = httpx.post(url, content=event, timeout=30).content
+    prelude, delimiter, sse = body.partition(b"\0" * 8)
+    assert delimiter == b"\0" * 8
+    assert json.loads(prelude)["statusCode"] == 200
+    assert json.loads(prelude)["headers"]["content-type"].startswith("text/event-stream")
+    assert b"data: Buffered\n" in sse
+    assert sse.endswith(b"event: done\ndata: stop\n\n")
+
+
+def test_rie_accepts_an_error_before_the_prelude(rie: object) -> None:
+    url = rie(STREAMFN_LAMBDA_APP="tests.awslambda.apps:raises_before_response")  # type: ignore[operator]
+    event = (EVENTS / "function_url_v2.json").read_bytes()
+    error = httpx.post(url, content=event, timeout=30).json()
+    assert error["errorType"] == "Function.Unhandled"
+    assert error["errorMessage"] == "failed before the prelude"
