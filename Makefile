@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 PORT ?= 8000
 
-.PHONY: run run-lambda test lint typecheck unit install browser-deps clean
+
+.PHONY: bench run run-lambda test lint typecheck unit install browser-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +59,10 @@ unit: $(VENV)/.dev-installed $(SAM_VENV)/.installed browser-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# Benchmarks report ratios against a baseline measured in the same run, not timed assertions.
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/lambda_bench.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
