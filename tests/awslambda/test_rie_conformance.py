@@ -100,3 +100,15 @@ def test_rie_accepts_an_error_before_the_prelude(rie: object) -> None:
     error = httpx.post(url, content=event, timeout=30).json()
     assert error["errorType"] == "Function.Unhandled"
     assert error["errorMessage"] == "failed before the prelude"
+
+
+def test_rest_api_payload_1_streams_with_the_same_framing(rie: object) -> None:
+    url = rie(STREAMFN_ECHO_DELAY_MS="0")  # type: ignore[operator]
+    event = (EVENTS / "rest_api_v1.json").read_bytes()
+    body = httpx.post(url, content=event, timeout=30).content
+    prelude, delimiter, sse = body.partition(b"\0" * 8)
+    assert delimiter == b"\0" * 8
+    assert json.loads(prelude)["statusCode"] == 200
+    assert b"data: over\n" in sse
+    assert b"data:  REST\n" in sse
+    assert sse.endswith(b"event: done\ndata: stop\n\n")  # two words within max_tokens 2
