@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +29,20 @@ def event(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def handler(monkeypatch: pytest.MonkeyPatch) -> Any:
+def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("STREAMFN_ECHO_DELAY_MS", "0")
     from streamfn.awslambda import buffered
 
     monkeypatch.setattr(buffered, "_adapter", None)
-    return buffered.handler
+    yield buffered.handler
+    # Mangum sets up an event loop of its own for the process (right for Lambda); a test process
+    # goes on, so close it here rather than leave it to the garbage collector.
+    policy = asyncio.get_event_loop_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loop = policy.get_event_loop()
+    loop.close()
+    policy.set_event_loop(None)
 
 
 def test_function_url_event_gets_the_whole_sse_body(handler: Any) -> None:
