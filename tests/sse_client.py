@@ -51,3 +51,16 @@ def text_of(events: list[Received]) -> str:
 
 def user(content: str, **extra: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": content}], **extra}
+
+
+async def leave_after_tokens(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], tokens: int = 2
+) -> float:
+    """POST `body`, read `tokens` token events, then drop the connection; when it was dropped."""
+    seen = 0
+    async with client.stream("POST", url, json=body) as response:
+        async for line in response.aiter_lines():
+            seen += line == "event: token"
+            if seen == tokens:
+                break
+    return time.monotonic()

@@ -18,7 +18,7 @@ from streamfn.app import create_app
 from streamfn.settings import Settings
 from tests.fakes.upstream import Action, Reply, Upstream
 from tests.fakes.wire import CONVERSATION, SECRET, WIRES, Wire
-from tests.sse_client import stream, text_of
+from tests.sse_client import leave_after_tokens, stream, text_of
 
 Serve = Callable[[ASGIApp], str]
 
@@ -212,13 +212,7 @@ async def test_client_disconnect_closes_the_upstream_connection_within_1s(
     words = [x for i in range(100) for x in (wire.token(f" w{i}"), 0.05)]
     with Upstream(reply(wire, [*wire.head, *words, *wire.stream([])])) as up:
         url = serve(app_for(wire, up))
-        tokens = 0
-        async with client.stream("POST", f"{url}/chat/stream", json=body(wire)) as response:
-            async for line in response.aiter_lines():
-                tokens += line == "event: token"
-                if tokens == 2:
-                    break
-        left_at = time.monotonic()
+        left_at = await leave_after_tokens(client, f"{url}/chat/stream", body(wire))
         assert await asyncio.to_thread(up.client_closed.wait, 1.0), "upstream request left open"
         assert up.client_closed_at is not None
         assert up.client_closed_at - left_at < 1.0

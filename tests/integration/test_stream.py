@@ -21,7 +21,7 @@ from streamfn.providers.echo import EchoProvider
 from streamfn.settings import Settings
 from tests.conftest import ServerThread
 from tests.providers import Observed, Scripted, spec
-from tests.sse_client import stream, text_of, user
+from tests.sse_client import leave_after_tokens, stream, text_of, user
 
 Serve = Callable[[ASGIApp], str]
 
@@ -147,13 +147,7 @@ async def test_client_disconnect_closes_the_provider_stream(
     observed = Observed(EchoProvider(delay_s=0.1))
     url = serve(create_app(Settings(), providers=[spec(observed)]))
     words = " ".join(f"w{i}" for i in range(100))
-    tokens = 0
-    async with client.stream("POST", f"{url}/chat/stream", json=user(words)) as response:
-        async for line in response.aiter_lines():
-            tokens += line == "event: token"
-            if tokens == 2:
-                break
-    left_at = time.monotonic()
+    left_at = await leave_after_tokens(client, f"{url}/chat/stream", user(words))
     assert await asyncio.to_thread(observed.closed.wait, 1.0), "provider stream not closed in 1 s"
     assert observed.closed_at is not None
     assert observed.closed_at - left_at < 1.0
