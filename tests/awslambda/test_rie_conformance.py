@@ -11,8 +11,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +26,7 @@ RIES = sorted(
     )
 )
 EVENTS = ROOT / "tests" / "events"
+Start = Callable[..., str]  # rie(**env) -> invocation URL
 
 
 def free_port() -> int:
@@ -34,7 +36,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def rie() -> Iterator[object]:
+def rie() -> Iterator[Start]:
     if not RIES:
         if os.environ.get("CI"):
             pytest.fail("AWS's RIE is missing: `make test` installs aws-sam-cli into .tools/sam")
@@ -82,33 +84,33 @@ def rie() -> Iterator[object]:
         proc.wait(5)
 
 
-def test_rie_accepts_a_streamed_response(rie: object) -> None:
-    url = rie(STREAMFN_ECHO_DELAY_MS="0")  # type: ignore[operator]
-    event = (EVENTS / "function_url_v2.json").read_bytes()
-    body = httpx.post(url, content=event, timeout=30).content
+def streamed(url: str, event_file: str) -> tuple[dict[str, Any], bytes]:
+    """Invoke through the RIE; the prelude and the body after its eight NUL bytes."""
+    body = httpx.post(url, content=(EVENTS / event_file).read_bytes(), timeout=30).content
     prelude, delimiter, sse = body.partition(b"\0" * 8)
     assert delimiter == b"\0" * 8
-    assert json.loads(prelude)["statusCode"] == 200
-    assert json.loads(prelude)["headers"]["content-type"].startswith("text/event-stream")
+    return json.loads(prelude), sse
+
+
+def test_rie_accepts_a_streamed_response(rie: Start) -> None:
+    prelude, sse = streamed(rie(STREAMFN_ECHO_DELAY_MS="0"), "function_url_v2.json")
+    assert prelude["statusCode"] == 200
+    assert prelude["headers"]["content-type"].startswith("text/event-stream")
     assert b"data: Buffered\n" in sse
     assert sse.endswith(b"event: done\ndata: stop\n\n")
 
 
-def test_rie_accepts_an_error_before_the_prelude(rie: object) -> None:
-    url = rie(STREAMFN_LAMBDA_APP="tests.awslambda.apps:raises_before_response")  # type: ignore[operator]
+def test_rie_accepts_an_error_before_the_prelude(rie: Start) -> None:
+    url = rie(STREAMFN_LAMBDA_APP="tests.awslambda.apps:raises_before_response")
     event = (EVENTS / "function_url_v2.json").read_bytes()
     error = httpx.post(url, content=event, timeout=30).json()
     assert error["errorType"] == "Function.Unhandled"
     assert error["errorMessage"] == "failed before the prelude"
 
 
-def test_rest_api_payload_1_streams_with_the_same_framing(rie: object) -> None:
-    url = rie(STREAMFN_ECHO_DELAY_MS="0")  # type: ignore[operator]
-    event = (EVENTS / "rest_api_v1.json").read_bytes()
-    body = httpx.post(url, content=event, timeout=30).content
-    prelude, delimiter, sse = body.partition(b"\0" * 8)
-    assert delimiter == b"\0" * 8
-    assert json.loads(prelude)["statusCode"] == 200
+def test_rest_api_payload_1_streams_with_the_same_framing(rie: Start) -> None:
+    prelude, sse = streamed(rie(STREAMFN_ECHO_DELAY_MS="0"), "rest_api_v1.json")
+    assert prelude["statusCode"] == 200
     assert b"data: over\n" in sse
     assert b"data:  REST\n" in sse
     assert sse.endswith(b"event: done\ndata: stop\n\n")  # two words within max_tokens 2
