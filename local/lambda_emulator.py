@@ -49,6 +49,13 @@ class Invocation:
     request_id: str
     event: dict[str, Any]
     deadline_ms: int
+    # The X-Ray header Lambda passes on with active tracing: a root, a parent, sampled.
+    trace_id: str = field(
+        default_factory=lambda: (
+            f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};"
+            f"Parent={uuid.uuid4().hex[:16]};Sampled=1"
+        )
+    )
     # What the runtime sent, for the HTTP client: ("prelude", dict), ("data", bytes),
     # ("end", trailers), ("error", document).
     outbox: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
@@ -58,13 +65,16 @@ class Invocation:
 class Record:
     """What happened, for tests: Runtime API calls in order, errors, trailers, violations."""
 
-    calls: list[tuple[float, str, str]] = field(default_factory=list)  # (time, what, request id)
+    # (time.monotonic(), what, request id); "asked" is the runtime's GET .../next arriving,
+    # "next" that GET being answered with an invocation.
+    calls: list[tuple[float, str, str]] = field(default_factory=list)
     invocation_errors: list[dict[str, Any]] = field(default_factory=list)
     init_errors: list[dict[str, Any]] = field(default_factory=list)
     trailers: dict[str, dict[str, str]] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     runtime_starts: int = 0
     logs: list[str] = field(default_factory=list)
+    trace_ids: dict[str, str] = field(default_factory=dict)  # request id -> X-Ray header
 
 
 def function_url_event(
@@ -184,6 +194,7 @@ class Emulator:
             "AWS_LAMBDA_FUNCTION_NAME": "streamfn-local",
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+            "LAMBDA_TASK_ROOT": str(self.bootstrap.parent),
             "AWS_REGION": self.env.get("AWS_REGION", "us-east-1"),
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
@@ -362,6 +373,10 @@ class Emulator:
             self.violation(f"malformed HTTP from the runtime: {exc}")
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Stopping the emulator cancels handlers waiting on a GET .../next. Ending quietly
+            # keeps Python 3.11's stream callback from reporting the cancellation as an error.
+            pass
         finally:
             self._handlers.discard(task)
             writer.close()
@@ -371,9 +386,11 @@ class Emulator:
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
         method = request.method.decode()
         if method == "GET" and target == f"{API}/invocation/next":
+            self.record.calls.append((time.monotonic(), "asked", ""))
             await self._drain(next_event)
             invocation = await self._pending.get()
             self.record.calls.append((time.monotonic(), "next", invocation.request_id))
+            self.record.trace_ids[invocation.request_id] = invocation.trace_id
             await reply(
                 200,
                 json.dumps(invocation.event).encode(),
@@ -384,10 +401,7 @@ class Emulator:
                         "Lambda-Runtime-Invoked-Function-Arn",
                         "arn:aws:lambda:us-east-1:000000000000:function:streamfn-local",
                     ),
-                    (
-                        "Lambda-Runtime-Trace-Id",
-                        f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}",
-                    ),
+                    ("Lambda-Runtime-Trace-Id", invocation.trace_id),
                 ],
             )
             return

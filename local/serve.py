@@ -12,6 +12,7 @@ import os
 import sys
 
 import uvicorn
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from streamfn.app import create_app
 
@@ -19,7 +20,11 @@ from streamfn.app import create_app
 def main() -> None:
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # streamfn's own lines (one per request end, with its usage record) are JSON, as in Lambda;
+    # uvicorn keeps its plain access log.
+    handler = logging.StreamHandler()
+    handler.setFormatter(LambdaPowertoolsFormatter(service="streamfn"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     app = create_app()
     shown = f"[{host}]" if ":" in host else host
     sys.stderr.write(

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import uvicorn
 from starlette.types import ASGIApp
+
+pytest_plugins = ["tests.fakes.aws"]  # the `moto` fixture
+
+
+def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001
+    # Apps built with default settings keep usage records in a file under the user's home; the
+    # tests' records (servers started in subprocesses too) go to a throwaway directory instead.
+    os.environ["STREAMFN_USAGE_DB"] = str(
+        Path(tempfile.mkdtemp(prefix="streamfn-tests-")) / "usage.sqlite3"
+    )
 
 
 class ServerThread:

@@ -17,6 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import HTMLResponse, Response
 
 from streamfn import __version__
+from streamfn.accounting import Accountant, Accounted, identity, request_id
 from streamfn.errors import error_response, on_http_error, on_validation_error
 from streamfn.guard import Timeouts
 from streamfn.limits import BodySizeLimit
@@ -24,7 +25,9 @@ from streamfn.providers import ProviderRegistry, ProviderSpec, UnknownProviderEr
 from streamfn.providers.registry import builtin_specs, default_provider
 from streamfn.request import ChatBody, ChatQuery, ChatRequest
 from streamfn.settings import Settings
+from streamfn.stores import open_store
 from streamfn.streaming import stream_chat
+from streamfn.usage import Tally, UsageStore
 
 logger = logging.getLogger(__name__)
 
@@ -49,23 +52,32 @@ def _deadline(request: Request, margin_s: float) -> float | None:
 
 
 def create_app(
-    settings: Settings | None = None, *, providers: Iterable[ProviderSpec] | None = None
+    settings: Settings | None = None,
+    *,
+    providers: Iterable[ProviderSpec] | None = None,
+    usage_store: UsageStore | None = None,
 ) -> FastAPI:
-    """Build the app. `providers` replaces the built-in providers (tests add their own)."""
+    """Build the app. `providers` replaces the built-in providers and `usage_store` the store
+    that settings choose (tests bring their own)."""
     settings = settings or Settings()
     specs = list(providers) if providers is not None else builtin_specs(settings)
     registry = ProviderRegistry(specs, default=default_provider(settings, specs))
+    accountant = Accountant(settings, usage_store or open_store(settings))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            await registry.aclose()
+            try:
+                await registry.aclose()
+            finally:
+                await accountant.aclose()
 
     app = FastAPI(title="streamfn", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.providers = registry
+    app.state.accountant = accountant
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -91,14 +103,16 @@ def create_app(
             total_s=settings.total_timeout_s,
             deadline=_deadline(request, settings.deadline_margin_s),
         )
-        return await stream_chat(
+        tally = Tally(request_id(request), identity(request), spec.name, chat)
+        response = await stream_chat(
             registry.get(spec.name),
-            chat,
+            tally,
             request,
             timeouts=timeouts,
             retry_ms=settings.retry_ms,
             keepalive_s=settings.keepalive_s,
         )
+        return Accounted(response, tally, accountant)
 
     @app.post("/chat/stream", response_class=Response)
     async def chat_stream_post(body: ChatBody, request: Request) -> Response:

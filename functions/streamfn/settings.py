@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
@@ -20,6 +22,16 @@ class CompatibleProvider(BaseModel):
     api_key_env: str | None = None
     # OpenAI's own API wants max_completion_tokens; most compatible servers know max_tokens only.
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+
+
+def in_lambda() -> bool:
+    """Whether this process is a Lambda function (Lambda sets this variable in every runtime)."""
+    return "AWS_LAMBDA_FUNCTION_NAME" in os.environ
+
+
+def _default_usage_db() -> Path:
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "streamfn" / "usage.sqlite3"
 
 
 class Settings(BaseSettings):
@@ -89,3 +101,33 @@ class Settings(BaseSettings):
         "429 or 5xx straight to the client, which knows best whether to wait.",
     )
     connect_timeout_s: float = Field(default=10, gt=0, description="Connecting to a provider.")
+
+    # Usage records and observability.
+    usage_records: bool = Field(
+        default=True, description="Keep a usage record of every request (false turns them off)."
+    )
+    usage_db: Path = Field(
+        default_factory=_default_usage_db,
+        description="SQLite file for usage records when no DynamoDB table is set "
+        "(default $XDG_DATA_HOME/streamfn/usage.sqlite3, else ~/.local/share/...).",
+    )
+    usage_table: str | None = Field(
+        default=None, description="DynamoDB table for usage records (the SAM template sets it)."
+    )
+    usage_ttl_days: int = Field(
+        default=90, ge=1, description="DynamoDB usage records expire (TTL) after this many days."
+    )
+    usage_write_timeout_s: float = Field(
+        default=10, gt=0, description="Longest wait for a store to take one usage record."
+    )
+    log_content: bool = Field(
+        default=False,
+        description="Put messages and generated text in the request-end log line. Off by "
+        "default: prompts may hold personal data.",
+    )
+    metrics: Literal["emf", "log", "off"] = Field(
+        default_factory=lambda: "emf" if in_lambda() else "log",
+        description="Per-request metrics: CloudWatch EMF on stdout (default in Lambda), a log "
+        "line (default elsewhere), or none.",
+    )
+    metrics_namespace: str = Field(default="streamfn", description="CloudWatch namespace.")

@@ -16,8 +16,8 @@ from streamfn.dialects import Event, native
 from streamfn.errors import stream_error_response
 from streamfn.guard import Timeouts, guard
 from streamfn.providers import Provider
-from streamfn.request import ChatRequest
 from streamfn.sse import event_stream
+from streamfn.usage import Tally
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +67,15 @@ async def _events(
 
 async def stream_chat(
     provider: Provider,
-    chat: ChatRequest,
+    tally: Tally,
     request: Request,
     *,
     timeouts: Timeouts,
     retry_ms: int,
     keepalive_s: float,
 ) -> Response:
-    chunks = guard(provider.stream(chat), timeouts)
+    """Stream `tally.request` from `provider`; `tally` sees every chunk go by."""
+    chunks = tally.observe(guard(provider.stream(tally.request), timeouts))
     first = await _first_chunk(chunks, request.receive)
     if first is None:
         await chunks.aclose()

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+import os
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from streamfn.app import create_app
+from streamfn.settings import Settings
+from streamfn.usage import UsageRecord
 
 
 async def echo(request: Request) -> Response:
@@ -64,3 +74,30 @@ async def raises_before_response(scope: dict[str, Any], receive: Any, send: Any)
         await send({"type": "lifespan.shutdown.complete"})
         return
     raise RuntimeError("failed before the prelude")
+
+
+class SlowFileStore:
+    """A usage store that takes `delay_s` per write, then notes when it finished (monotonic
+    clock, which is the same for every process on the machine) in a JSON-lines file."""
+
+    def __init__(self, path: Path, delay_s: float) -> None:
+        self.path = path
+        self.delay_s = delay_s
+
+    def _append(self, line: str) -> None:
+        with self.path.open("a", encoding="utf-8") as file:
+            file.write(line + "\n")
+
+    async def write(self, record: UsageRecord) -> None:
+        await asyncio.sleep(self.delay_s)
+        line = json.dumps({"request_id": record.request_id, "at": time.monotonic()})
+        await asyncio.to_thread(self._append, line)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def usage_to_file() -> ASGIApp:
+    """streamfn's app with `SlowFileStore` at `$TEST_USAGE_FILE`."""
+    store = SlowFileStore(Path(os.environ["TEST_USAGE_FILE"]), delay_s=0.3)
+    return create_app(Settings(echo_delay_ms=1), usage_store=store)

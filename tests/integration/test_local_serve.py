@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,10 +23,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_local_server_prints_its_url_and_streams_with_echo() -> None:
+def usage(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).parent / "streamfn"
+    return subprocess.run([script, "usage"], env=env, capture_output=True, text=True, check=False)
+
+
+def test_local_server_prints_its_url_streams_with_echo_and_keeps_usage(tmp_path: Path) -> None:
     port = free_port()
+    db = tmp_path / "usage.sqlite3"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFN_")}
-    env |= {"PORT": str(port), "STREAMFN_ECHO_DELAY_MS": "1"}
+    env |= {"PORT": str(port), "STREAMFN_ECHO_DELAY_MS": "1", "STREAMFN_USAGE_DB": str(db)}
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "local" / "serve.py")],
         env=env,
@@ -55,6 +62,22 @@ def test_local_server_prints_its_url_and_streams_with_echo() -> None:
         assert "data: from\n" in reply.text
         assert "data:  the\n" in reply.text
         assert reply.text.endswith("event: done\ndata: stop\n\n")
+        request_id = reply.headers["x-request-id"]
+        # The usage record, as `streamfn usage` reads it back from the same file.
+        row = re.compile(r"echo\s+echo\s+1\s+3\s+3\s+0\s+0\s+0$", re.M)
+        deadline = time.monotonic() + 10
+        while not row.search(usage(env).stdout):
+            assert time.monotonic() < deadline, usage(env)
+            time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=10)
+        _, log = proc.communicate(timeout=10)
+    # streamfn's log lines are JSON: one per request end, with its record and no content.
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    [ended] = [line for line in lines if line["message"] == "request ended"]
+    assert (ended["request_id"], ended["outcome"], ended["output_tokens"]) == (
+        request_id,
+        "finished",
+        3,
+    )
+    assert "from the child" not in log

@@ -31,12 +31,6 @@ PROMPT = (
 )
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c
-
-
 def echo_app(delay_ms: int = 0, **settings: Any) -> ASGIApp:
     return create_app(Settings(echo_delay_ms=delay_ms, **settings))
 

@@ -1,0 +1,107 @@
+"""Settling a request once its response has been sent: usage record, log line, metrics.
+
+`Accounted` wraps a route's response. The client's stream ends first (its last body message is
+sent); only then does the request's account settle. The ASGI call returns after that, so:
+
+- on uvicorn the write happens after the response, on the same connection's task;
+- in Lambda the runtime asks for its next invocation only once the ASGI call has returned
+  (streamfn.awslambda.runtime), so a frozen environment never loses a record.
+
+A store that fails or hangs costs a log line, not the stream: the error is logged with the whole
+record, so no record is lost silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from streamfn.settings import Settings
+from streamfn.telemetry import Telemetry
+from streamfn.usage import Tally, UsageStore
+
+logger = logging.getLogger(__name__)
+
+
+def request_id(request: Request) -> str:
+    """Lambda's request id where there is one (it is in every log line too), else a new one."""
+    context = request.scope.get("aws.context")
+    return getattr(context, "aws_request_id", None) or uuid.uuid4().hex
+
+
+def identity(request: Request) -> str | None:
+    """Who called, as far as the platform vouches for it: the IAM principal of a function URL
+    with AWS_IAM auth, the caller or API key of a REST API, else the client's address."""
+    event: dict[str, Any] = request.scope.get("aws.event") or {}
+    context = event.get("requestContext") or {}
+    iam = ((context.get("authorizer") or {}).get("iam")) or {}
+    rest = context.get("identity") or {}
+    for candidate in (iam.get("userArn"), rest.get("userArn"), rest.get("apiKeyId")):
+        if candidate:
+            return str(candidate)
+    return request.client.host if request.client else None
+
+
+class Accountant:
+    """Settles each request: telemetry at once, then the record into the store."""
+
+    def __init__(self, settings: Settings, store: UsageStore | None) -> None:
+        self.store = store
+        self._telemetry = Telemetry(settings)
+        self._timeout_s = settings.usage_write_timeout_s
+
+    async def settle(self, tally: Tally, status: int) -> None:
+        record = tally.record(status)
+        try:
+            self._telemetry.request_ended(record, tally)
+        except Exception:
+            logger.exception("telemetry failed for request %s", record.request_id)
+        if self.store is None:
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self.store.write(record)
+        except Exception:
+            logger.exception("usage record not stored", extra={"usage_record": record.fields()})
+
+    async def aclose(self) -> None:
+        if self.store is not None:
+            await self.store.aclose()
+
+
+class Accounted(Response):
+    """`response`, sent as is with an `X-Request-Id` header; the account settles after it."""
+
+    def __init__(self, response: Response, tally: Tally, accountant: Accountant) -> None:
+        # No Response.__init__: this response has no body of its own, it sends `response`'s.
+        self.response = response
+        self.status_code = response.status_code
+        self.background = None  # FastAPI hangs its BackgroundTasks here; they run last
+        self._tally = tally
+        self._accountant = accountant
+        response.headers["x-request-id"] = tally.request_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status = self.status_code
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.response(scope, receive, sending)
+        finally:
+            # Shielded: a server shutting down must not cut the record short either.
+            with anyio.CancelScope(shield=True):
+                await self._accountant.settle(self._tally, status)
+        if self.background is not None:
+            await self.background()

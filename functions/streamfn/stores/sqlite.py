@@ -1,0 +1,105 @@
+"""Usage records in a local SQLite file (uvicorn, `make run`, self-hosting)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamfn.usage import UsageRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    request_id TEXT PRIMARY KEY,
+    started_at REAL NOT NULL,
+    identity TEXT,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    usage_estimated INTEGER NOT NULL,
+    duration_ms REAL NOT NULL,
+    ttft_ms REAL,
+    finish_reason TEXT,
+    error_type TEXT,
+    client_disconnected INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_started_at ON usage (started_at);
+"""
+
+_COLUMNS = tuple(UsageRecord.__dataclass_fields__)
+_INSERT = f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+
+# Totals per UTC day, provider and model, newest day first.
+_TOTALS = """
+SELECT date(started_at, 'unixepoch') AS day, provider, model,
+       count(*), sum(input_tokens), sum(output_tokens), sum(usage_estimated),
+       sum(outcome IN ('errored', 'timeout')), sum(outcome = 'cancelled')
+FROM usage WHERE started_at >= ?
+GROUP BY day, provider, model
+ORDER BY day DESC, provider, model
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """One row of `streamfn usage`."""
+
+    day: str
+    provider: str
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    estimated: int  # requests whose counts are estimates
+    failed: int  # errored or timed out
+    cancelled: int
+
+
+class SqliteUsageStore:
+    """One connection, opened on first use. sqlite3 blocks, so writes run in a worker thread
+    (`asyncio.to_thread`) and the event loop never waits on the disk; a lock serialises them.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+            # WAL lets `streamfn usage` read while the server writes.
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(_SCHEMA)
+            self._connection = connection
+        return self._connection
+
+    def write_sync(self, record: UsageRecord) -> None:
+        with self._lock:
+            connection = self._connect()
+            with connection:
+                connection.execute(_INSERT, [getattr(record, c) for c in _COLUMNS])
+
+    async def write(self, record: UsageRecord) -> None:
+        await asyncio.to_thread(self.write_sync, record)
+
+    def totals(self, since: float = 0) -> list[Totals]:
+        """Totals per day, provider and model of the records started at or after `since`."""
+        with self._lock:
+            rows = self._connect().execute(_TOTALS, (since,)).fetchall()
+        return [Totals(*row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)

@@ -1,0 +1,134 @@
+"""Usage records: what one request cost, known only once its stream has ended.
+
+A `Tally` watches a guarded chunk stream go by and, once the response has been sent, becomes a
+`UsageRecord`. Stores (`streamfn.stores`) keep records; they implement `UsageStore`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, TypeAlias
+
+from streamfn.chunks import (
+    ErrorType,
+    Finish,
+    FinishReason,
+    StreamChunk,
+    StreamError,
+    TextDelta,
+    Usage,
+)
+from streamfn.request import ChatRequest
+
+Outcome: TypeAlias = Literal["finished", "errored", "timeout", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One request's usage. Token counts are the provider's own unless `usage_estimated`."""
+
+    request_id: str
+    started_at: float  # Unix time the request reached streamfn
+    identity: str | None  # who called: an IAM principal, an API key id, else the client address
+    provider: str
+    model: str
+    outcome: Outcome
+    status: int  # the HTTP status the client got
+    input_tokens: int
+    output_tokens: int
+    usage_estimated: bool  # the stream was cut before the provider reported usage
+    duration_ms: float
+    ttft_ms: float | None = None  # time to the first token; None when none came
+    finish_reason: FinishReason | None = None
+    error_type: ErrorType | None = None
+    client_disconnected: bool = False
+
+    def fields(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class UsageStore(Protocol):
+    """Where usage records are kept. `write` may raise; the caller logs and keeps the record."""
+
+    async def write(self, record: UsageRecord) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Tally:
+    """The running account of one request's stream."""
+
+    request_id: str
+    identity: str | None
+    provider: str
+    request: ChatRequest
+    started_at: float = field(default_factory=time.time)
+    _start: float = field(default_factory=time.monotonic)
+    _first_token: float | None = None
+    _text: list[str] = field(default_factory=list)
+    _final: Finish | StreamError | None = None
+
+    async def observe(
+        self, chunks: AsyncGenerator[StreamChunk, None]
+    ) -> AsyncGenerator[StreamChunk, None]:
+        """`chunks`, unchanged, noted on the way past. Closing this closes `chunks`."""
+        try:
+            async for chunk in chunks:
+                if isinstance(chunk, TextDelta):
+                    if self._first_token is None:
+                        self._first_token = time.monotonic()
+                    self._text.append(chunk.text)
+                else:
+                    self._final = chunk
+                yield chunk
+        finally:
+            await chunks.aclose()
+
+    @property
+    def output_text(self) -> str:
+        return "".join(self._text)
+
+    def record(self, status: int) -> UsageRecord:
+        """The record, once the response has been sent with `status`."""
+        final = self._final
+        if isinstance(final, Finish):
+            usage = final.usage
+        else:
+            # Cut short before the provider reported usage: count what was sent and received.
+            prompt = "\n".join(m.content for m in self.request.messages)
+            usage = Usage.estimate(prompt, self.output_text)
+        outcome: Outcome
+        match final:
+            case Finish():
+                outcome = "finished"
+            case StreamError(type="timeout"):
+                outcome = "timeout"
+            case StreamError():
+                outcome = "errored"
+            case None:
+                outcome = "cancelled"
+        return UsageRecord(
+            request_id=self.request_id,
+            started_at=self.started_at,
+            identity=self.identity,
+            provider=self.provider,
+            model=self.request.model,
+            outcome=outcome,
+            status=status,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            usage_estimated=usage.estimated,
+            duration_ms=_ms(time.monotonic() - self._start),
+            ttft_ms=None if self._first_token is None else _ms(self._first_token - self._start),
+            finish_reason=final.reason if isinstance(final, Finish) else None,
+            error_type=final.type if isinstance(final, StreamError) else None,
+            # The stream was closed before its last chunk: only a departed client does that.
+            client_disconnected=final is None,
+        )
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)

@@ -1,0 +1,65 @@
+"""AWS on loopback: moto's server mode, which speaks the real AWS wire protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+if TYPE_CHECKING:
+    from types_boto3_dynamodb import DynamoDBClient
+
+REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Moto:
+    url: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a process needs to talk to this server, with made-up credentials."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }
+
+    def dynamodb(self) -> DynamoDBClient:
+        return boto3.client(
+            "dynamodb",
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[Moto]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield Moto(f"http://{host}:{port}")
+    server.stop()
+
+
+def create_usage_table(client: DynamoDBClient, name: str) -> None:
+    """The usage table as template.yaml declares it: keyed by request_id, TTL on expires_at."""
+    client.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "request_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "request_id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.update_time_to_live(
+        TableName=name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+    )
