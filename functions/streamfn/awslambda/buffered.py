@@ -18,7 +18,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _adapter
     if _adapter is None:  # built on the first invocation, then reused by every later one
         from streamfn.app import create_app
+        from streamfn.awslambda.secrets import load_secrets
 
+        load_secrets()
         # lifespan "off": Mangum would otherwise start and shut the app down on every
         # invocation, closing the provider clients that should live as long as the process.
         _adapter = Mangum(create_app(), lifespan="off")

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message
 
 from streamfn.awslambda.bridge import invoke
 from streamfn.awslambda.runtime_api import RuntimeAPI
+from streamfn.awslambda.secrets import load_secrets
 
 DEFAULT_APP = "streamfn.app:create_app"
 logger = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def _configure_logging() -> Logger:
 
 async def run(api: RuntimeAPI, app_spec: str, log: Logger) -> int:
     try:
+        await asyncio.to_thread(load_secrets)  # provider keys, before any settings are read
         app = load_app(app_spec)
         lifespan = Lifespan(app)
         await lifespan.startup()

@@ -1,0 +1,68 @@
+"""Provider keys from SSM Parameter Store or Secrets Manager, read once at init.
+
+The template puts only the *names* of the parameters in the environment:
+`<VARIABLE>_SSM_PARAMETER` (a SecureString, decrypted) or `<VARIABLE>_SECRET_ARN` (a secret whose
+value is the key, or a JSON object with the key under `<VARIABLE>`). Before the app is built,
+each is read and `<VARIABLE>` set in this process's environment, where the settings find it as
+if it had been set directly. Nothing here knows which variables exist: any name works
+(`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, a compatible provider's `api_key_env`, ...).
+
+Powertools' parameters utility does the reading (boto3 underneath).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import MutableMapping
+
+logger = logging.getLogger(__name__)
+
+SSM_SUFFIX = "_SSM_PARAMETER"
+SECRET_SUFFIX = "_SECRET_ARN"
+
+
+class SecretError(RuntimeError):
+    """A named key could not be read. The message names the parameter, never a value."""
+
+
+def _from_secret(variable: str, value: str) -> str:
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return value
+    if isinstance(document, dict) and isinstance(document.get(variable), str):
+        return str(document[variable])
+    return value
+
+
+def load_secrets(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Set every variable named by a `*_SSM_PARAMETER` or `*_SECRET_ARN` variable; the names set."""
+    env = os.environ if environ is None else environ
+    wanted = [
+        (name.removesuffix(suffix), suffix, source)
+        for name, source in list(env.items())
+        for suffix in (SSM_SUFFIX, SECRET_SUFFIX)
+        if name.endswith(suffix) and source
+    ]
+    if not wanted:
+        return []
+    from aws_lambda_powertools.utilities import parameters
+
+    loaded = []
+    for variable, suffix, source in wanted:
+        try:
+            if suffix == SSM_SUFFIX:
+                value = parameters.get_parameter(source, decrypt=True, max_age=0)
+            else:
+                value = _from_secret(variable, parameters.get_secret(source, max_age=0))
+        except Exception as exc:
+            # AWS's error says what went wrong (not found, access denied); it holds no value.
+            raise SecretError(f"cannot read {variable} from {source}: {exc}") from exc
+        if not value:
+            raise SecretError(f"{source} is empty; it should hold {variable}")
+        env[variable] = value
+        loaded.append(variable)
+        logger.info("%s read from %s", variable, source)
+    return loaded
