@@ -1,0 +1,229 @@
+"""template.yaml, checked offline with AWS's own tools from `.tools/sam` (make test installs
+them): `sam validate --lint`, cfn-lint, the SAM transform, and `sam build` with no Docker."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).parents[2]
+SAM_BIN = ROOT / ".tools" / "sam" / "bin"
+# A region for the transform's pseudo parameters; no AWS call is made.
+ENV = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"}
+EM_AARCH64 = 183  # ELF e_machine of arm64 (System V ABI, AArch64 supplement)
+
+# The SAM transform, as `sam deploy` has CloudFormation run it, printed as JSON: code paths
+# become S3 locations as `sam package` makes them, and a stub policy loader stands in for IAM
+# (the template names no managed policy that would need looking up).
+TRANSFORM = """
+import json, sys
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+class Policies:
+    def load(self):
+        return {}
+template = yaml_parse(open(sys.argv[1]).read())
+for resource in template["Resources"].values():
+    for key in ("CodeUri", "ContentUri"):
+        if key in resource.get("Properties", {}):
+            resource["Properties"][key] = "s3://artifacts/streamfn.zip"
+print(json.dumps(transform(template, json.loads(sys.argv[2]), Policies())))
+"""
+
+
+@pytest.fixture(scope="module")
+def sam() -> Path:
+    if not (SAM_BIN / "sam").exists():
+        if os.environ.get("CI"):
+            pytest.fail("the SAM CLI is missing: `make test` installs it into .tools/sam")
+        pytest.skip("the SAM CLI is not installed (make test installs it into .tools/sam)")
+    return SAM_BIN
+
+
+def run(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"{args[0]} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def transformed(sam: Path, **parameters: str) -> dict[str, Any]:
+    result = run(sam / "python", "-c", TRANSFORM, ROOT / "template.yaml", json.dumps(parameters))
+    return dict(json.loads(result.stdout))
+
+
+def of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: r for k, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def test_sam_validate_lint_and_cfn_lint_pass(sam: Path) -> None:
+    assert "is a valid SAM Template" in run(sam / "sam", "validate", "--lint").stdout
+    run(sam / "cfn-lint", "template.yaml")
+
+
+def test_the_function_url_streams_within_the_timeout_bounds(sam: Path) -> None:
+    template = transformed(sam)
+    [url] = of_type(template, "AWS::Lambda::Url").values()
+    assert url["Properties"]["InvokeMode"] == "RESPONSE_STREAM"
+    assert url["Properties"]["AuthType"] == {"Ref": "AuthType"}
+    # On the alias, where SnapStart applies, not on $LATEST.
+    assert url["Properties"]["TargetFunctionArn"] == {"Ref": "StreamFunctionAliaslive"}
+    assert url["Properties"]["Cors"]["AllowOrigins"] == {"Ref": "CorsAllowedOrigins"}
+    assert "x-request-id" in url["Properties"]["Cors"]["ExposeHeaders"]
+
+    function = template["Resources"]["StreamFunction"]["Properties"]
+    assert (function["Runtime"], function["Architectures"]) == ("python3.13", ["arm64"])
+    assert function["Environment"]["Variables"]["AWS_LAMBDA_EXEC_WRAPPER"] == "/var/task/bootstrap"
+    assert function["Timeout"] == {"Ref": "Timeout"}
+    timeout = template["Parameters"]["Timeout"]
+    assert (timeout["Default"], timeout["MaxValue"]) == (300, 900)
+    assert function["ReservedConcurrentExecutions"] == {"Ref": "ReservedConcurrency"}
+    assert function["TracingConfig"] == {"Mode": "Active"}
+    assert function["LoggingConfig"]["LogGroup"] == {"Ref": "StreamLogGroup"}
+    assert "SnapStart" in function
+    log_group = template["Resources"]["StreamLogGroup"]["Properties"]
+    assert log_group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_a_public_url_gets_both_permissions_and_an_iam_url_none(sam: Path) -> None:
+    template = transformed(sam)
+    permissions = of_type(template, "AWS::Lambda::Permission")
+    public = {
+        p["Properties"]["Action"]: p
+        for p in permissions.values()
+        if p["Properties"]["Principal"] == "*"
+    }
+    # Since October 2025 a public URL needs lambda:InvokeFunctionUrl and lambda:InvokeFunction,
+    # granted on the alias the URL points at, and only when AuthType is NONE.
+    assert set(public) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
+    url = public["lambda:InvokeFunctionUrl"]
+    invoke = public["lambda:InvokeFunction"]
+    assert url["Properties"]["FunctionUrlAuthType"] == "NONE"
+    assert invoke["Properties"]["InvokedViaFunctionUrl"] is True
+    for permission in (url, invoke):
+        assert permission["Condition"] == "PublicUrl"
+        assert permission["Properties"]["FunctionName"] == {"Ref": "StreamFunctionAliaslive"}
+    assert template["Conditions"]["PublicUrl"] == {"Fn::Equals": [{"Ref": "AuthType"}, "NONE"]}
+
+
+def test_least_privilege_and_no_keys_in_the_template(sam: Path) -> None:
+    template = transformed(sam)
+    role = template["Resources"]["StreamFunctionRole"]["Properties"]
+    assert {"Ref": "FunctionAccessPolicy"} in role["ManagedPolicyArns"]
+    assert len(role["ManagedPolicyArns"]) == 3  # + basic execution (logs) + X-Ray write-only
+    assert "Policies" not in role
+    statements = template["Resources"]["FunctionAccessPolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
+    usage = statements[0]
+    assert (usage["Action"], usage["Resource"]) == (
+        "dynamodb:PutItem",
+        {"Fn::GetAtt": ["UsageTable", "Arn"]},
+    )
+    ssm = statements[1]["Fn::If"][1]
+    assert ssm["Action"] == "ssm:GetParameter"  # one named parameter each, no wildcard
+    assert all("*" not in json.dumps(r) for r in ssm["Resource"])
+    secrets = statements[2]["Fn::If"][1]
+    assert secrets["Action"] == "secretsmanager:GetSecretValue"
+    # Only where the keys are is configured; never a key itself.
+    variables = template["Resources"]["StreamFunction"]["Properties"]["Environment"]["Variables"]
+    assert not {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"} & set(variables)
+    assert "OPENAI_API_KEY_SSM_PARAMETER" in variables
+    assert not [p for p in template["Parameters"] if p.endswith(("ApiKey", "Key"))]
+    table = template["Resources"]["UsageTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_optional_rest_api_streams_and_http_api_is_buffered(sam: Path) -> None:
+    template = transformed(sam, EnableRestApi="true", EnableBufferedHttpApi="true")
+    methods = of_type(template, "AWS::ApiGateway::Method")
+    assert len(methods) == 2
+    for method in methods.values():
+        assert method["Condition"] == "RestApi"
+        integration = method["Properties"]["Integration"]
+        assert integration["ResponseTransferMode"] == "STREAM"
+        assert integration["TimeoutInMillis"] == 900000
+        assert "response-streaming-invocations" in json.dumps(integration["Uri"])
+    buffered = template["Resources"]["BufferedFunction"]
+    assert buffered["Condition"] == "BufferedHttpApi"
+    assert buffered["Properties"]["Handler"] == "streamfn.awslambda.buffered.handler"
+    assert "AWS_LAMBDA_EXEC_WRAPPER" not in buffered["Properties"]["Environment"]["Variables"]
+    [http_api] = of_type(template, "AWS::ApiGatewayV2::Api").values()
+    assert http_api["Condition"] == "BufferedHttpApi"
+
+
+def test_the_layer_lock_satisfies_pyproject() -> None:
+    """infra/layer/requirements.txt (make lock-layer) pins every dependency, within its range."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = (ROOT / "infra" / "layer" / "requirements.txt").read_text().splitlines()
+    pins = {}
+    for line in lines:
+        if line and not line.startswith("#"):
+            requirement = Requirement(line.split(" --hash")[0])
+            [spec] = requirement.specifier
+            pins[requirement.name.lower().replace("_", "-")] = spec.version
+            assert "--hash=sha256:" in line
+    for dependency in map(Requirement, declared):
+        name = dependency.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is not in the layer lock: run `make lock-layer`"
+        assert dependency.specifier.contains(pins[name]), f"{name} {pins[name]}: make lock-layer"
+
+
+def elf_machine(path: Path) -> int:
+    header = path.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    return int.from_bytes(header[18:20], "little")
+
+
+@pytest.mark.timeout(600)
+def test_sam_build_without_docker_makes_arm64_cp313_artifacts(sam: Path, tmp_path: Path) -> None:
+    build = tmp_path / "build"
+    run(sam / "sam", "build", "--template", "template.yaml", "--build-dir", build)
+    layer = build / "DependenciesLayer" / "python"
+    shared = list(layer.rglob("*.so"))
+    assert len(shared) >= 3  # pydantic_core, jiter, wrapt at least
+    for so in shared:
+        assert elf_machine(so) == EM_AARCH64, so
+        assert "cpython-313-aarch64" in so.name or ".abi3." in so.name, so
+    assert (layer / "pydantic_core").is_dir()
+    assert not list(layer.rglob("*.pyc")), "bytecode of the build machine's Python"
+    assert not (layer / "streamfn").exists(), "the app belongs in the function, not the layer"
+
+    function = build / "StreamFunction"
+    bootstrap = function / "bootstrap"
+    assert bootstrap.stat().st_mode & stat.S_IXUSR, "bootstrap lost its run bit"
+    assert bootstrap.read_bytes().startswith(b"#!/bin/sh")
+    # The function is streamfn's code only: small, no third-party packages, no binaries.
+    assert sorted(p.name for p in function.iterdir()) == ["bootstrap", "streamfn"]
+    assert not list(function.rglob("*.so"))
+    assert (function / "streamfn" / "static" / "index.html").exists()
+    size = sum(p.stat().st_size for p in function.rglob("*") if p.is_file())
+    assert size < 1_000_000, size
+
+    built = (build / "template.yaml").read_text()
+    assert "CodeUri: StreamFunction" in built
+    assert "ContentUri: DependenciesLayer" in built
+    assert "Handler: streamfn.awslambda.buffered.handler" in built
+    assert "AWS_LAMBDA_EXEC_WRAPPER: /var/task/bootstrap" in built
+    # And the built code imports on this machine's Python with the layer's pure-Python parts.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import streamfn.awslambda.runtime as r; print(r.__file__)"],
+        cwd=function,
+        env={**ENV, "PYTHONPATH": str(function)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.startswith(str(function)), probe.stdout
