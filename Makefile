@@ -8,7 +8,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 PORT ?= 8000
 
 
-.PHONY: bench run run-lambda test lint typecheck unit install browser-deps clean
+.PHONY: bench build deploy lock-layer run run-lambda test lint typecheck unit install system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,17 +35,24 @@ run: $(VENV)/.run-installed
 	PORT=$(PORT) $(BIN)/python local/serve.py
 
 # The same app behind a local Lambda function URL: functions/bootstrap under the emulator.
+# ENV_JSON=infra/env.json passes the variables of a `sam local --env-vars` file.
 run-lambda: $(VENV)/.dev-installed
-	PORT=$${PORT:-9000} $(BIN)/python local/lambda_emulator.py
+	PORT=$${PORT:-9000} ENV_JSON=$(ENV_JSON) $(BIN)/python local/lambda_emulator.py
 
-# Debian's chromium for the browser tests (Playwright drives it; it downloads no browser).
-browser-deps:
-	@command -v chromium >/dev/null && exit 0; \
+# Debian packages some tests drive: chromium (the browser tests; Playwright downloads no browser)
+# and nginx (the self-hosting site in infra/nginx). Installed when missing and we are root.
+SYSTEM_PACKAGES := chromium nginx
+system-deps:
+	@missing=""; \
+	for p in $(SYSTEM_PACKAGES); do \
+		PATH="$$PATH:/usr/sbin" command -v $$p >/dev/null || missing="$$missing $$p"; \
+	done; \
+	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing Debian's chromium for the browser tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		echo "installing Debian's$$missing for the tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
-		echo "chromium is not installed and cannot be installed here: browser tests will skip"; \
+		echo "$$missing not installed and cannot be installed here: their tests will skip"; \
 	fi
 
 lint: $(VENV)/.dev-installed
@@ -55,10 +62,24 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev-installed $(SAM_VENV)/.installed browser-deps
+unit: $(VENV)/.dev-installed $(SAM_VENV)/.installed system-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The Lambda deployment: `make build` is `sam build` (no Docker: see infra/layer/Makefile),
+# `make deploy` is `sam deploy --guided` the first time (it writes your choices to
+# infra/samconfig.toml's defaults), plain `sam deploy` after. Both use the SAM CLI in .tools/sam.
+SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+build: $(SAM_VENV)/.installed
+	$(SAM) build --config-file infra/samconfig.toml
+
+deploy: build
+	$(SAM) deploy --config-file infra/samconfig.toml $(if $(GUIDED),--guided,)
+
+# Re-pin the layer's packages (infra/layer/requirements.txt) after changing dependencies.
+lock-layer: $(BIN)/python
+	$(BIN)/python infra/layer/lock.py
 
 # Benchmarks report ratios against a baseline measured in the same run, not timed assertions.
 bench: $(VENV)/.dev-installed

@@ -572,11 +572,21 @@ class EmulatorThread:
             self._loop.close()
 
 
+def env_json(path: Path, function: str = "StreamFunction") -> dict[str, str | None]:
+    """The variables `sam local --env-vars` would give `function` from an env.json file: the
+    `Parameters` section for every function, then the function's own section."""
+    document = json.loads(path.read_text())
+    merged = {**document.get("Parameters", {}), **document.get(function, {})}
+    return {name: str(value) for name, value in merged.items()}
+
+
 async def _main() -> None:
     port = int(os.environ.get("PORT", "9000"))
     host = os.environ.get("HOST", "127.0.0.1")
     timeout_s = float(os.environ.get("STREAMFN_LAMBDA_TIMEOUT_S", "300"))
-    emulator = Emulator(timeout_s=timeout_s, echo_logs=True)
+    env_file = os.environ.get("ENV_JSON")
+    env = env_json(Path(env_file)) if env_file else {}
+    emulator = Emulator(timeout_s=timeout_s, echo_logs=True, env=env)
     await emulator.start(port=port, host=host)
     sys.stderr.write(
         f"streamfn: Lambda function URL emulator at http://{host}:{port}/ "

@@ -189,7 +189,8 @@ def elf_machine(path: Path) -> int:
 @pytest.mark.timeout(600)
 def test_sam_build_without_docker_makes_arm64_cp313_artifacts(sam: Path, tmp_path: Path) -> None:
     build = tmp_path / "build"
-    run(sam / "sam", "build", "--template", "template.yaml", "--build-dir", build)
+    # As `make build` runs it, with infra/samconfig.toml's defaults.
+    run(sam / "sam", "build", "--config-file", "infra/samconfig.toml", "--build-dir", build)
     layer = build / "DependenciesLayer" / "python"
     shared = list(layer.rglob("*.so"))
     assert len(shared) >= 3  # pydantic_core, jiter, wrapt at least
@@ -227,3 +228,15 @@ def test_sam_build_without_docker_makes_arm64_cp313_artifacts(sam: Path, tmp_pat
     )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.startswith(str(function)), probe.stdout
+
+
+def test_env_json_names_the_templates_functions_and_feeds_the_emulator() -> None:
+    from local.lambda_emulator import env_json
+
+    document = json.loads((ROOT / "infra" / "env.json").read_text())
+    template = (ROOT / "template.yaml").read_text()
+    for section in document:
+        assert section == "Parameters" or f"\n  {section}:\n" in template, section
+    env = env_json(ROOT / "infra" / "env.json")
+    assert env["STREAMFN_ECHO_DELAY_MS"] == "40"  # from Parameters
+    assert env["STREAMFN_DEFAULT_PROVIDER"] == "echo"  # from StreamFunction

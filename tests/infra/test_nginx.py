@@ -1,0 +1,105 @@
+"""infra/nginx/streamfn.conf in front of a real uvicorn server: Debian's nginx, run unprivileged
+on loopback with the site file as shipped (only its addresses changed)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.types import ASGIApp
+
+from streamfn.app import create_app
+from streamfn.settings import Settings
+from tests.sse_client import stream, text_of, user
+
+ROOT = Path(__file__).parents[2]
+SITE = ROOT / "infra" / "nginx" / "streamfn.conf"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def nginx_in_front(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """`start(upstream_url)`: nginx with the shipped site proxying to it; returns nginx's URL."""
+    if not Path(NGINX).exists():
+        if os.environ.get("CI"):
+            pytest.fail("nginx is missing: `make test` installs Debian's nginx")
+        pytest.skip("nginx is not installed (make test installs it when run as root)")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(upstream: str) -> str:
+        port = free_port()
+        site = SITE.read_text()
+        assert "server 127.0.0.1:8000;" in site
+        assert "listen 80;" in site
+        site = site.replace("server 127.0.0.1:8000;", f"server {upstream.removeprefix('http://')};")
+        site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+        (tmp_path / "site.conf").write_text(site)
+        (tmp_path / "nginx.conf").write_text(
+            f"""
+            daemon off;
+            worker_processes 1;
+            pid {tmp_path}/nginx.pid;
+            error_log {tmp_path}/error.log warn;
+            events {{}}
+            http {{
+                access_log off;
+                client_body_temp_path {tmp_path}/body;
+                proxy_temp_path {tmp_path}/proxy;
+                fastcgi_temp_path {tmp_path}/fastcgi;
+                uwsgi_temp_path {tmp_path}/uwsgi;
+                scgi_temp_path {tmp_path}/scgi;
+                include {tmp_path}/site.conf;
+            }}
+            """
+        )
+        config = ["-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
+        check = subprocess.run([NGINX, "-t", *config], capture_output=True, text=True, check=False)
+        assert check.returncode == 0, check.stderr
+        proc = subprocess.Popen([NGINX, *config])
+        started.append(proc)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return f"http://127.0.0.1:{port}"
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "error.log").read_text()
+                assert time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.05)
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_tokens_pass_through_nginx_as_they_are_generated(
+    serve: Callable[[ASGIApp], str], nginx_in_front: Callable[[str], str]
+) -> None:
+    upstream = serve(create_app(Settings(echo_delay_ms=150)))
+    url = nginx_in_front(upstream)
+    async with httpx.AsyncClient(timeout=30) as client:
+        response, events = await stream(client, f"{url}/chat/stream", user("one two three four"))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert "content-encoding" not in response.headers
+    assert text_of(events) == "one two three four"
+    tokens = [e for e in events if e.event == "token"]
+    # Each token came through on its own, about 150 ms after the one before: nothing buffered.
+    gaps = [b.at - a.at for a, b in itertools.pairwise(tokens)]
+    assert min(gaps) > 0.075, gaps
+    assert response.headers["x-request-id"]
