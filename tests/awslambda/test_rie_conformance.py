@@ -7,16 +7,16 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from tests.waiting import free_port, wait_for_port
 
 ROOT = Path(__file__).parents[2]
 ARCH = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), "")
@@ -27,12 +27,6 @@ RIES = sorted(
 )
 EVENTS = ROOT / "tests" / "events"
 Start = Callable[..., str]  # rie(**env) -> invocation URL
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -68,15 +62,8 @@ def rie() -> Iterator[Start]:
             stderr=subprocess.DEVNULL,
         )
         started.append(proc)
-        url = f"http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return url
-            except OSError:
-                assert time.monotonic() < deadline, "the RIE did not start"
-                time.sleep(0.05)
+        wait_for_port(port, "the RIE")
+        return f"http://127.0.0.1:{port}/2015-03-31/functions/function/invocations"
 
     yield start
     for proc in started:

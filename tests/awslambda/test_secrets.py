@@ -7,12 +7,11 @@ import json
 import uuid
 from collections.abc import Callable
 
-import boto3
 import httpx
 
 from local.lambda_emulator import EmulatorThread
 from tests.awslambda.test_streaming_runtime import chat, sse
-from tests.fakes.aws import REGION, Moto
+from tests.fakes.aws import Moto
 from tests.fakes.upstream import Reply, Upstream
 from tests.fakes.wire import anthropic_stream, openai_stream
 
@@ -22,12 +21,8 @@ Start = Callable[..., EmulatorThread]
 def test_keys_from_ssm_and_secrets_manager_reach_the_providers(emulator: Start, moto: Moto) -> None:
     openai_key, anthropic_key = f"sk-ssm-{uuid.uuid4().hex}", f"sk-ant-{uuid.uuid4().hex}"
     parameter = f"/streamfn/{uuid.uuid4().hex[:8]}/openai-api-key"
-    client_args = {"endpoint_url": moto.url, "region_name": REGION,
-                   "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # fmt: skip
-    boto3.client("ssm", **client_args).put_parameter(
-        Name=parameter, Value=openai_key, Type="SecureString"
-    )
-    secret_arn = boto3.client("secretsmanager", **client_args).create_secret(
+    moto.client("ssm").put_parameter(Name=parameter, Value=openai_key, Type="SecureString")
+    secret_arn = moto.client("secretsmanager").create_secret(
         Name=f"streamfn-{uuid.uuid4().hex[:8]}",
         SecretString=json.dumps({"ANTHROPIC_API_KEY": anthropic_key}),
     )["ARN"]

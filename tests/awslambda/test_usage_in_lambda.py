@@ -17,16 +17,9 @@ import pytest
 from local.lambda_emulator import EmulatorThread
 from tests.awslambda.test_streaming_runtime import chat, sse
 from tests.fakes.aws import Moto, create_usage_table
+from tests.waiting import wait_for
 
 Start = Callable[..., EmulatorThread]
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 10) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return result
 
 
 def test_each_record_is_written_after_its_stream_and_before_the_next_invocation(

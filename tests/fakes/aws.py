@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -32,14 +32,19 @@ class Moto:
             "AWS_REGION": REGION,
         }
 
-    def dynamodb(self) -> DynamoDBClient:
+    def client(self, service: str) -> Any:
+        """A boto3 client for `service` on this server."""
         return boto3.client(
-            "dynamodb",
+            service,
             endpoint_url=self.url,
             region_name=REGION,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
+
+    def dynamodb(self) -> DynamoDBClient:
+        client: DynamoDBClient = self.client("dynamodb")
+        return client
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,16 +17,11 @@ from starlette.types import ASGIApp
 from streamfn.app import create_app
 from streamfn.settings import Settings
 from tests.sse_client import stream, text_of, user
+from tests.waiting import free_port, wait_for_port
 
 ROOT = Path(__file__).parents[2]
 SITE = ROOT / "infra" / "nginx" / "streamfn.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -71,15 +64,12 @@ def nginx_in_front(tmp_path: Path) -> Iterator[Callable[[str], str]]:
         assert check.returncode == 0, check.stderr
         proc = subprocess.Popen([NGINX, *config])
         started.append(proc)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return f"http://127.0.0.1:{port}"
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "error.log").read_text()
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.05)
+
+        def running() -> None:
+            assert proc.poll() is None, (tmp_path / "error.log").read_text()
+
+        wait_for_port(port, "nginx", running)
+        return f"http://127.0.0.1:{port}"
 
     yield start
     for proc in started:

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,9 @@ from pathlib import Path
 
 import httpx
 
+from tests.waiting import free_port, wait_for
+
 ROOT = Path(__file__).parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def usage(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -65,10 +60,7 @@ def test_local_server_prints_its_url_streams_with_echo_and_keeps_usage(tmp_path:
         request_id = reply.headers["x-request-id"]
         # The usage record, as `streamfn usage` reads it back from the same file.
         row = re.compile(r"echo\s+echo\s+1\s+3\s+3\s+0\s+0\s+0$", re.M)
-        deadline = time.monotonic() + 10
-        while not row.search(usage(env).stdout):
-            assert time.monotonic() < deadline, usage(env)
-            time.sleep(0.1)
+        wait_for(lambda: row.search(usage(env).stdout), "the record in `streamfn usage`")
     finally:
         proc.send_signal(signal.SIGINT)
         _, log = proc.communicate(timeout=10)

@@ -23,25 +23,26 @@ from streamfn.stores import SqliteUsageStore
 from streamfn.usage import UsageRecord, UsageStore
 from tests.providers import Observed, Scripted, spec
 from tests.sse_client import leave_after_tokens, stream, text_of, user
+from tests.waiting import wait_for
 
 Serve = Callable[[ASGIApp], str]
 
 
-def records(db: Path, count: int = 1, timeout_s: float = 10) -> list[dict[str, Any]]:
+def records(db: Path, count: int = 1) -> list[dict[str, Any]]:
     """The rows in `db` once there are `count` of them (records are written after the response)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if db.exists():
-            with sqlite3.connect(db) as connection:
-                connection.row_factory = sqlite3.Row
-                try:
-                    rows = connection.execute("SELECT * FROM usage ORDER BY started_at").fetchall()
-                except sqlite3.OperationalError:  # the table is not there yet
-                    rows = []
-            if len(rows) >= count:
-                return [dict(r) for r in rows]
-        assert time.monotonic() < deadline, f"{count} usage records did not appear in {db}"
-        time.sleep(0.02)
+
+    def rows() -> list[dict[str, Any]]:
+        if not db.exists():
+            return []
+        with sqlite3.connect(db) as connection:
+            connection.row_factory = sqlite3.Row
+            try:
+                found = connection.execute("SELECT * FROM usage ORDER BY started_at").fetchall()
+            except sqlite3.OperationalError:  # the table is not there yet
+                return []
+        return [dict(r) for r in found] if len(found) >= count else []
+
+    return wait_for(rows, f"{count} usage records in {db}")
 
 
 def app_with(db: Path, *steps: Any, **settings: Any) -> ASGIApp:
