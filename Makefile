@@ -79,7 +79,7 @@ deploy: build
 
 # Re-pin the layer's packages (infra/layer/requirements.txt) after changing dependencies.
 lock-layer: $(BIN)/python
-	$(BIN)/python infra/layer/lock.py
+	$(MAKE) -C infra/layer lock PYTHON=$(CURDIR)/$(BIN)/python
 
 # Benchmarks report ratios against a baseline measured in the same run, not timed assertions.
 bench: $(VENV)/.dev-installed

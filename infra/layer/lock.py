@@ -1,5 +1,7 @@
 """Pin the layer's packages: `make lock-layer` resolves pyproject.toml's dependencies for the
-Lambda platform (arm64, CPython 3.13, wheels only) and writes infra/layer/requirements.txt."""
+Lambda platform and writes infra/layer/requirements.txt. The platform's pip options (arm64,
+CPython 3.13, wheels only) are the arguments, from infra/layer/Makefile, which installs with
+the same ones."""
 
 from __future__ import annotations
 
@@ -12,25 +14,16 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
-# Lambda's python3.13 runs on Amazon Linux 2023 (glibc 2.34): any of these wheels will load.
-PLATFORM = [
-    "--platform=manylinux_2_34_aarch64",
-    "--platform=manylinux_2_28_aarch64",
-    "--platform=manylinux2014_aarch64",
-    "--implementation=cp",
-    "--python-version=3.13",
-    "--only-binary=:all:",
-]
 
 
-def main() -> None:
+def main(platform: list[str]) -> None:
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
              "--dry-run", "--ignore-installed", f"--report={report}", f"--target={tmp}/t",
-             *PLATFORM, *dependencies],
+             *platform, *dependencies],
             check=True,
         )  # fmt: skip
         installs = json.loads(report.read_text())["install"]
@@ -44,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
