@@ -77,7 +77,6 @@ def create_app(
     app = FastAPI(title="streamfn", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.providers = registry
-    app.state.accountant = accountant
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
