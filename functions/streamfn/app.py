@@ -18,12 +18,15 @@ from starlette.responses import HTMLResponse, Response
 
 from streamfn import __version__
 from streamfn.accounting import Accountant, Accounted, identity, request_id
+from streamfn.content import InvalidContent
+from streamfn.dialects import native
+from streamfn.dialects.native import ChatBody, ChatQuery
 from streamfn.errors import error_response, on_http_error, on_validation_error
 from streamfn.guard import Timeouts
 from streamfn.limits import BodySizeLimit
 from streamfn.providers import ProviderRegistry, ProviderSpec, UnknownProviderError
 from streamfn.providers.registry import builtin_specs, default_provider
-from streamfn.request import ChatBody, ChatQuery, ChatRequest
+from streamfn.request import Limits, check
 from streamfn.settings import Settings
 from streamfn.stores import open_store
 from streamfn.streaming import stream_chat
@@ -88,14 +91,23 @@ def create_app(
             allow_headers=["content-type", "authorization", "last-event-id"],
         )
 
+    limits = Limits(
+        max_images=settings.max_images,
+        max_image_bytes=settings.max_image_bytes,
+        max_tokens_cap=settings.max_tokens_cap,
+    )
+
     async def start(body: ChatBody, request: Request) -> Response:
         try:
             spec = registry.spec(body.provider)
         except UnknownProviderError as exc:
             return error_response(400, "unknown_provider", str(exc), known=exc.known)
-        chat = ChatRequest.from_body(
-            body, model=body.model or spec.default_model, max_tokens_cap=settings.max_tokens_cap
-        )
+        try:
+            chat = body.to_request(model=body.model or spec.default_model, limits=limits)
+            check(chat, limits)
+            spec.capabilities.check(chat, spec.name)
+        except InvalidContent as exc:
+            return error_response(400, "bad_request", exc.message, param=exc.param)
         timeouts = Timeouts(
             first_token_s=settings.first_token_timeout_s,
             idle_s=settings.idle_timeout_s,
@@ -107,6 +119,7 @@ def create_app(
             registry.get(spec.name),
             tally,
             request,
+            dialect=native.events,
             timeouts=timeouts,
             retry_ms=settings.retry_ms,
             keepalive_s=settings.keepalive_s,

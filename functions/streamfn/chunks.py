@@ -1,13 +1,24 @@
 """`StreamChunk`: the one unit every provider yields (see shared/DESIGN.md, "Contracts").
 
-A provider's stream is zero or more `TextDelta`s followed by exactly one `Finish` or one
-`StreamError`. Providers never raise once their stream has begun; they yield a `StreamError`.
+A provider's stream is zero or more deltas followed by exactly one `Finish` or one `StreamError`.
+Providers never raise once their stream has begun; they yield a `StreamError`.
+
+Deltas are of three kinds, which may interleave in the order the model produced them:
+
+- text: `TextDelta`;
+- reasoning: `ReasoningDelta`s, then one `ReasoningEnd` closing the block (with the signature
+  a provider needs to get it back on the next turn); a redacted block is a lone `ReasoningEnd`;
+- tool calls: `ToolCallStart` (id, name), `ToolCallDelta`s (fragments of the JSON arguments),
+  then `ToolCallEnd` with the whole call. Several calls may be open at once (parallel calls);
+  every started call ends before a `Finish`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
+
+from streamfn.content import Reasoning, ToolCall
 
 # The OpenAI vocabulary, which every dialect can express.
 FinishReason: TypeAlias = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -26,11 +37,16 @@ ErrorType: TypeAlias = Literal[
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts for one request; `estimated` when the provider did not report them."""
+    """Token counts for one request; `estimated` when the provider did not report them.
+
+    `reasoning_tokens` (part of `output_tokens`) and `cached_input_tokens` (part of
+    `input_tokens`) are None where the provider does not report them."""
 
     input_tokens: int
     output_tokens: int
     estimated: bool = False
+    reasoning_tokens: int | None = None
+    cached_input_tokens: int | None = None
 
     @classmethod
     def estimate(cls, input_text: str, output_text: str) -> Usage:
@@ -47,6 +63,44 @@ class TextDelta:
     """A piece of generated text, never empty."""
 
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's visible reasoning, never empty."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningEnd:
+    """The end of a reasoning block: the whole block, as a client sends it back next turn."""
+
+    block: Reasoning
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStart:
+    """The model began a call of tool `name`; `id` is unique within the response."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of call `id`'s JSON arguments, never empty."""
+
+    id: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEnd:
+    """Call `call.id` is complete. `call.arguments` is the model's JSON text exactly as it was
+    produced: when the stream finished with `length` it may be cut short (not valid JSON)."""
+
+    call: ToolCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,4 +121,8 @@ class StreamError:
     retry_after: float | None = None  # seconds, when the upstream said
 
 
-StreamChunk: TypeAlias = TextDelta | Finish | StreamError
+Delta: TypeAlias = (
+    TextDelta | ReasoningDelta | ReasoningEnd | ToolCallStart | ToolCallDelta | ToolCallEnd
+)
+Final: TypeAlias = Finish | StreamError
+StreamChunk: TypeAlias = Delta | Final

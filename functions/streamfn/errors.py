@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from streamfn.chunks import StreamError
-from streamfn.dialects import error_body
+from streamfn.dialects.native import error_body
 
 
 def error_response(
@@ -24,10 +24,14 @@ def error_response(
     *,
     retryable: bool = False,
     headers: Mapping[str, str] | None = None,
+    param: str | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body = {"error": {"type": type, "message": message, "retryable": retryable}, **extra}
-    return JSONResponse(body, status_code=status, headers=headers)
+    """An error response; `param` names the request field at fault, as OpenAI's errors do."""
+    error: dict[str, Any] = {"type": type, "message": message, "retryable": retryable}
+    if param is not None:
+        error["param"] = param
+    return JSONResponse({"error": error, **extra}, status_code=status, headers=headers)
 
 
 def status_for(error: StreamError) -> int:

@@ -1,6 +1,6 @@
 """The guard around a provider stream: timeouts, a guaranteed ending, and closing upstream.
 
-Whatever a provider does, the guarded stream is text deltas followed by exactly one `Finish` or
+Whatever a provider does, the guarded stream is deltas followed by exactly one `Finish` or
 `StreamError`, and closing it (or its consumer being cancelled) closes the provider's stream,
 which cancels the upstream request.
 """
@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from streamfn.chunks import StreamChunk, StreamError, TextDelta
+from streamfn.chunks import Finish, StreamChunk, StreamError
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,10 @@ class Timeouts:
 async def guard(
     source: AsyncGenerator[StreamChunk, None], timeouts: Timeouts
 ) -> AsyncGenerator[StreamChunk, None]:
-    """Yield `source`'s chunks within `timeouts`; always end with one final chunk."""
+    """Yield `source`'s chunks within `timeouts`; always end with one final chunk.
+
+    Any delta (text, reasoning, a tool call's piece) is progress: the first ends the
+    first-token wait, and each restarts the idle timer."""
     loop = asyncio.get_running_loop()
     ends_at = loop.time() + timeouts.total_s
     ending = "the provider exceeded the total timeout"
@@ -70,6 +73,6 @@ async def guard(
                 yield StreamError("internal", "internal error in streamfn", retryable=False)
                 return
             yield chunk
-            if not isinstance(chunk, TextDelta):
+            if isinstance(chunk, Finish | StreamError):
                 return
             started = True

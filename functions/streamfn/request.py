@@ -1,81 +1,38 @@
-"""The chat request: its wire forms (JSON body, query string) and the value providers receive."""
+"""The one chat request every client protocol parses into, and the checks they all share."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Literal
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from streamfn.content import (
+    InvalidContent,
+    Message,
+    NamedTool,
+    ReasoningOption,
+    Tool,
+    ToolChoice,
+)
 
-Role = Literal["system", "user", "assistant"]
-
-# Field constraints shared by the POST body and the GET query, so both reject the same input.
-ProviderName = Annotated[str | None, Field(min_length=1, max_length=64)]
-ModelName = Annotated[str | None, Field(min_length=1, max_length=256)]
-MaxTokens = Annotated[int | None, Field(ge=1, le=1_000_000)]
-Temperature = Annotated[float | None, Field(ge=0, le=2)]
-TopP = Annotated[float | None, Field(gt=0, le=1)]
-
-
-class Message(BaseModel):
-    """One turn of the conversation."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    role: Role
-    content: str
+# OpenAI's rule for function names, which Anthropic's and Ollama's also accept.
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+MAX_TOOLS = 128
 
 
-class ChatBody(BaseModel):
-    """`POST /chat/stream`. Unknown fields are rejected so that a typo is an error, not a no-op."""
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one request may carry (settings: STREAMFN_MAX_IMAGES, ...)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    messages: list[Message] = Field(min_length=1, max_length=1000)
-    provider: ProviderName = None
-    model: ModelName = None
-    max_tokens: MaxTokens = None
-    temperature: Temperature = None
-    top_p: TopP = None
-    stop: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, max_length=4)
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _one_stop_string(cls, value: object) -> object:
-        # OpenAI accepts a single string as well as a list.
-        return [value] if isinstance(value, str) else value
-
-
-class ChatQuery(BaseModel):
-    """`GET /chat/stream`, for `EventSource`, which cannot POST: one user message."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = Field(min_length=1)
-    system: str | None = None
-    provider: ProviderName = None
-    model: ModelName = None
-    max_tokens: MaxTokens = None
-    temperature: Temperature = None
-    top_p: TopP = None
-
-    def to_body(self) -> ChatBody:
-        messages = [Message(role="user", content=self.prompt)]
-        if self.system:
-            messages.insert(0, Message(role="system", content=self.system))
-        return ChatBody(
-            messages=messages,
-            provider=self.provider,
-            model=self.model,
-            max_tokens=self.max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-        )
+    max_images: int
+    max_image_bytes: int
+    max_tokens_cap: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """What a provider streams from: the body with the provider's model resolved."""
+    """What a provider streams from: the conversation with the provider's model resolved."""
 
     messages: tuple[Message, ...]
     model: str
@@ -83,23 +40,145 @@ class ChatRequest:
     temperature: float | None = None
     top_p: float | None = None
     stop: tuple[str, ...] = ()
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning: ReasoningOption | None = None
 
-    @classmethod
-    def from_body(cls, body: ChatBody, *, model: str, max_tokens_cap: int | None) -> ChatRequest:
-        max_tokens = body.max_tokens
-        if max_tokens_cap is not None:
-            max_tokens = min(max_tokens or max_tokens_cap, max_tokens_cap)
-        return cls(
-            messages=tuple(body.messages),
-            model=model,
-            max_tokens=max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            stop=tuple(body.stop or ()),
-        )
+    def capped(self, cap: int | None) -> ChatRequest:
+        """This request with `max_tokens` bounded by `cap` (and set to it when unset)."""
+        if cap is None:
+            return self
+        return replace(self, max_tokens=min(self.max_tokens or cap, cap))
 
-    def last_user_message(self) -> str | None:
+    def last_user_message(self) -> Message | None:
         for message in reversed(self.messages):
             if message.role == "user":
-                return message.content
+                return message
         return None
+
+    def prompt_text(self) -> str:
+        """Everything sent as text, for estimating input tokens when a provider reports none."""
+        return "\n".join(_texts(self.messages))
+
+    def call_name(self, call_id: str | None) -> str | None:
+        """The name of the tool an earlier assistant turn called with id `call_id`."""
+        for message in self.messages:
+            for call in message.tool_calls:
+                if call.id == call_id:
+                    return call.name
+        return None
+
+
+def _texts(messages: tuple[Message, ...]) -> Iterator[str]:
+    for message in messages:
+        if message.content:
+            yield message.text
+        for block in message.reasoning:
+            yield block.text
+        for call in message.tool_calls:
+            yield call.arguments
+
+
+def check(request: ChatRequest, limits: Limits) -> None:
+    """Raise `InvalidContent`, naming the field, for a request no provider could serve.
+
+    Shape errors (wrong types, unknown fields) are the parsers' to report; this checks what
+    spans fields: tool results against the calls they answer, tools against `tool_choice`,
+    and the size of what is attached. `param` paths follow the native body (`messages.2...`).
+    """
+    images = 0
+    calls: set[str] = set()
+    for i, message in enumerate(request.messages):
+        for j, image in enumerate(message.images):
+            images += 1
+            if images > limits.max_images:
+                raise InvalidContent(
+                    f"messages.{i}.content.{j}",
+                    f"a request may carry at most {limits.max_images} images (STREAMFN_MAX_IMAGES)",
+                )
+            if image.size > limits.max_image_bytes:
+                raise InvalidContent(
+                    f"messages.{i}.content.{j}",
+                    f"the image exceeds {limits.max_image_bytes} bytes (STREAMFN_MAX_IMAGE_BYTES)",
+                )
+        if message.role == "assistant":
+            for k, call in enumerate(message.tool_calls):
+                if call.id in calls:
+                    raise InvalidContent(
+                        f"messages.{i}.tool_calls.{k}.id", f"tool call id {call.id!r} is repeated"
+                    )
+                calls.add(call.id)
+                call.parsed_arguments(f"messages.{i}.tool_calls.{k}.arguments")
+        elif message.tool_calls or message.reasoning:
+            raise InvalidContent(
+                f"messages.{i}", "only assistant messages carry tool calls or reasoning"
+            )
+        if message.role == "tool" and message.tool_call_id not in calls:
+            raise InvalidContent(
+                f"messages.{i}.tool_call_id",
+                f"tool result {message.tool_call_id!r} answers no tool call of an earlier "
+                "assistant message",
+            )
+    check_tools(request.tools, request.tool_choice)
+
+
+def check_tools(tools: tuple[Tool, ...], choice: ToolChoice | None) -> None:
+    if len(tools) > MAX_TOOLS:
+        raise InvalidContent("tools", f"at most {MAX_TOOLS} tools")
+    names: set[str] = set()
+    for i, tool in enumerate(tools):
+        if not TOOL_NAME.match(tool.name):
+            raise InvalidContent(
+                f"tools.{i}.name", "a tool name is 1 to 64 letters, digits, '_' or '-'"
+            )
+        if tool.name in names:
+            raise InvalidContent(f"tools.{i}.name", f"tool {tool.name!r} is defined twice")
+        names.add(tool.name)
+        check_schema(tool.parameters, f"tools.{i}.parameters")
+    if isinstance(choice, NamedTool) and choice.name not in names:
+        raise InvalidContent("tool_choice", f"tool_choice names {choice.name!r}, not in tools")
+    if choice == "required" and not tools:
+        raise InvalidContent("tool_choice", "tool_choice 'required' needs tools")
+
+
+# The JSON Schema keywords whose values are schemas or maps of schemas, walked to find
+# malformed nesting. Providers validate the full schema themselves (and answer 400 with their
+# reason); this catches what would otherwise reach them as a confusing error or a 500.
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SCHEMA_VALUES = ("items", "additionalProperties", "not", "contains")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+
+
+def check_schema(schema: Any, param: str, *, top: bool = True) -> None:
+    """A tool's `parameters`: a JSON Schema object whose top level describes an object."""
+    if isinstance(schema, bool) and not top:
+        return
+    if not isinstance(schema, dict):
+        raise InvalidContent(param, f"{param} must be a JSON Schema object")
+    if top and schema.get("type", "object") != "object":
+        raise InvalidContent(param, f"{param} must describe an object (type: object)")
+    kind = schema.get("type")
+    if kind is not None and not isinstance(kind, str | list):
+        raise InvalidContent(f"{param}.type", f"{param}.type must be a string or a list")
+    for key in _SCHEMA_MAPS:
+        if key in schema:
+            members = schema[key]
+            if not isinstance(members, dict):
+                raise InvalidContent(f"{param}.{key}", f"{param}.{key} must be an object")
+            for name, member in members.items():
+                check_schema(member, f"{param}.{key}.{name}", top=False)
+    for key in _SCHEMA_VALUES:
+        if key in schema:
+            check_schema(schema[key], f"{param}.{key}", top=False)
+    for key in _SCHEMA_LISTS:
+        if key in schema:
+            if not isinstance(schema[key], list):
+                raise InvalidContent(f"{param}.{key}", f"{param}.{key} must be a list")
+            for n, member in enumerate(schema[key]):
+                check_schema(member, f"{param}.{key}.{n}", top=False)
+    required = schema.get("required")
+    if required is not None and (
+        not isinstance(required, list) or not all(isinstance(r, str) for r in required)
+    ):
+        raise InvalidContent(f"{param}.required", f"{param}.required must be a list of names")

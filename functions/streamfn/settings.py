@@ -53,7 +53,16 @@ class Settings(BaseSettings):
     retry_ms: int = Field(
         default=3000, ge=0, description="Reconnect delay hinted to EventSource on the first event."
     )
-    max_body_bytes: int = Field(default=1 << 20, ge=1, description="Largest accepted request body.")
+    max_body_bytes: int = Field(
+        default=6 << 20,
+        ge=1,
+        description="Largest accepted request body (6 MiB, a Lambda function URL's own limit, "
+        "leaves room for an image).",
+    )
+    max_images: int = Field(default=20, ge=0, description="Most images in one request.")
+    max_image_bytes: int = Field(
+        default=4 << 20, ge=1, description="Largest inline (data: URL) image, decoded."
+    )
     max_tokens_cap: int | None = Field(
         default=None, ge=1, description="Upper bound applied to every request's max_tokens."
     )

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from streamfn.chunks import StreamChunk, StreamError
-from streamfn.dialects import Event, native
+from streamfn.dialects import Event
 from streamfn.errors import stream_error_response
 from streamfn.guard import Timeouts, guard
 from streamfn.providers import Provider
@@ -70,11 +70,13 @@ async def stream_chat(
     tally: Tally,
     request: Request,
     *,
+    dialect: Callable[[StreamChunk], tuple[Event, ...]],
     timeouts: Timeouts,
     retry_ms: int,
     keepalive_s: float,
 ) -> Response:
-    """Stream `tally.request` from `provider`; `tally` sees every chunk go by."""
+    """Stream `tally.request` from `provider` as `dialect`'s events; `tally` sees every chunk
+    go by."""
     chunks = tally.observe(guard(provider.stream(tally.request), timeouts))
     first = await _first_chunk(chunks, request.receive)
     if first is None:
@@ -84,4 +86,4 @@ async def stream_chat(
     if isinstance(first, StreamError):
         await chunks.aclose()
         return stream_error_response(first)
-    return event_stream(_events(first, chunks, native), retry_ms=retry_ms, keepalive_s=keepalive_s)
+    return event_stream(_events(first, chunks, dialect), retry_ms=retry_ms, keepalive_s=keepalive_s)

@@ -13,12 +13,14 @@ All three come from the request's `UsageRecord`, after its response has been sen
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
+from streamfn.content import Message
 from streamfn.settings import Settings
 from streamfn.usage import Tally, UsageRecord
 
@@ -31,6 +33,20 @@ metrics_logger = logging.getLogger("streamfn.metrics")
 SERVICE = "streamfn"
 
 
+def _loggable(message: Message) -> dict[str, Any]:
+    """A message for the log: its text, calls and reasoning; images by type and size only."""
+    fields: dict[str, Any] = {"role": message.role, "content": message.text}
+    if message.images:
+        fields["images"] = [i.url or f"{i.media_type}, {i.size} bytes" for i in message.images]
+    if message.tool_calls:
+        fields["tool_calls"] = [dataclasses.asdict(c) for c in message.tool_calls]
+    if message.tool_call_id is not None:
+        fields["tool_call_id"] = message.tool_call_id
+    if message.reasoning:
+        fields["reasoning"] = [b.text for b in message.reasoning]
+    return fields
+
+
 class Telemetry:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -38,7 +54,7 @@ class Telemetry:
     def request_ended(self, record: UsageRecord, tally: Tally) -> None:
         fields = record.fields()
         if self._settings.log_content:
-            fields["messages"] = [m.model_dump() for m in tally.request.messages]
+            fields["messages"] = [_loggable(m) for m in tally.request.messages]
             fields["output_text"] = tally.output_text
         logger.info("request ended", extra=fields)
         if self._settings.metrics != "off":

@@ -15,9 +15,11 @@ from streamfn.chunks import (
     ErrorType,
     Finish,
     FinishReason,
+    ReasoningDelta,
     StreamChunk,
     StreamError,
     TextDelta,
+    ToolCallDelta,
     Usage,
 )
 from streamfn.request import ChatRequest
@@ -77,18 +79,22 @@ class Tally:
         """`chunks`, unchanged, noted on the way past. Closing this closes `chunks`."""
         try:
             async for chunk in chunks:
-                if isinstance(chunk, TextDelta):
+                if isinstance(chunk, Finish | StreamError):
+                    self._final = chunk
+                else:
                     if self._first_token is None:
                         self._first_token = time.monotonic()
-                    self._text.append(chunk.text)
-                else:
-                    self._final = chunk
+                    if isinstance(chunk, TextDelta | ReasoningDelta):
+                        self._text.append(chunk.text)
+                    elif isinstance(chunk, ToolCallDelta):
+                        self._text.append(chunk.arguments)
                 yield chunk
         finally:
             await chunks.aclose()
 
     @property
     def output_text(self) -> str:
+        """What the model generated so far: text, reasoning and tool-call arguments."""
         return "".join(self._text)
 
     def record(self, status: int) -> UsageRecord:
@@ -98,8 +104,7 @@ class Tally:
             usage = final.usage
         else:
             # Cut short before the provider reported usage: count what was sent and received.
-            prompt = "\n".join(m.content for m in self.request.messages)
-            usage = Usage.estimate(prompt, self.output_text)
+            usage = Usage.estimate(self.request.prompt_text(), self.output_text)
         outcome: Outcome
         match final:
             case Finish():

@@ -72,6 +72,8 @@ async def test_anthropic_usage_combines_message_start_and_message_delta(
         "input_tokens": 120,
         "output_tokens": 42,
         "estimated": False,
+        "reasoning_tokens": None,
+        "cached_input_tokens": 100,
     }
     # No max_tokens in the request: the configured default is sent, as Anthropic requires one.
     assert up.requests[0].json()["max_tokens"] == 4096
@@ -159,7 +161,13 @@ async def test_ollama_length_and_missing_prompt_count(
     events, _ = await run(serve, client, steps, w.OLLAMA_SETTINGS, provider="ollama")
     assert events[-1].data == "length"
     usage = json.loads(events[-2].data)
-    assert usage == {"input_tokens": 1, "output_tokens": 3, "estimated": True}
+    assert usage == {
+        "input_tokens": 1,
+        "output_tokens": 3,
+        "estimated": True,
+        "reasoning_tokens": None,
+        "cached_input_tokens": None,
+    }
 
 
 async def test_ollama_unknown_model_is_400(serve: Serve, client: httpx.AsyncClient) -> None:

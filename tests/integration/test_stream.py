@@ -60,6 +60,8 @@ async def test_post_streams_the_reply_exactly_with_ids_usage_and_done(
         "input_tokens": 2 + len(PROMPT.split()),
         "output_tokens": tokens,
         "estimated": False,
+        "reasoning_tokens": None,
+        "cached_input_tokens": None,
     }
     assert events[-1].data == "stop"
 

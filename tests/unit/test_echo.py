@@ -5,13 +5,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamfn.chunks import Finish, TextDelta, Usage
+from streamfn.content import Message
 from streamfn.providers.echo import EchoProvider, count_words, tokenize
-from streamfn.request import ChatRequest, Message
+from streamfn.request import ChatRequest
 
 
 def chat(*messages: tuple[str, str], **options: object) -> ChatRequest:
     return ChatRequest(
-        messages=tuple(Message(role=r, content=c) for r, c in messages),  # type: ignore[arg-type]
+        messages=tuple(Message.of(r, c) for r, c in messages),  # type: ignore[arg-type]
         model="echo",
         **options,  # type: ignore[arg-type]
     )

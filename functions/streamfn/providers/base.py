@@ -1,18 +1,22 @@
-"""The `Provider` seam."""
+"""The `Provider` seam, and what each provider can take."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Protocol
 
 from streamfn.chunks import StreamChunk
+from streamfn.content import InvalidContent, NamedTool
 from streamfn.request import ChatRequest
+
+ALL_EFFORTS = frozenset({"minimal", "low", "medium", "high", "xhigh", "max"})
 
 
 class Provider(Protocol):
     """A source of `StreamChunk`s, built once per process and shared by all requests.
 
-    `stream` returns an async generator: text deltas, then exactly one `Finish` or `StreamError`.
+    `stream` returns an async generator: deltas, then exactly one `Finish` or `StreamError`.
     It never raises for upstream failures once iterated. Closing the generator (`aclose`) must
     cancel the upstream request, so that a client going away stops generation and billing.
     """
@@ -22,3 +26,58 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release the provider's HTTP client; called once at shutdown."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a provider's API can take. A request asking for more is refused with a 400 that
+    names the field, before any upstream call: an option is never dropped silently. (What a
+    particular model cannot do, its provider says itself, and that 400 reaches the client.)"""
+
+    images: bool = True
+    image_urls: bool = True  # https: URLs the provider fetches; else inline data only
+    tools: bool = True
+    forced_tool_choice: bool = True  # tool_choice "required" or a named function
+    efforts: frozenset[str] = ALL_EFFORTS
+    reasoning_budget: bool = True
+    min_reasoning_budget: int = 1
+
+    def check(self, request: ChatRequest, provider: str) -> None:
+        """Raise `InvalidContent` for the first thing in `request` that `provider` cannot take."""
+        for i, message in enumerate(request.messages):
+            for j, image in enumerate(message.images):
+                if not self.images:
+                    raise InvalidContent(
+                        f"messages.{i}.content.{j}", f"{provider} does not take images"
+                    )
+                if image.url is not None and not self.image_urls:
+                    raise InvalidContent(
+                        f"messages.{i}.content.{j}.url",
+                        f"{provider} takes images as data: URLs only, not by https: URL",
+                    )
+        if request.tools and not self.tools:
+            raise InvalidContent("tools", f"{provider} does not take tools")
+        choice = request.tool_choice
+        if (choice == "required" or isinstance(choice, NamedTool)) and not self.forced_tool_choice:
+            raise InvalidContent(
+                "tool_choice", f"{provider} cannot force a tool call (tool_choice auto or none)"
+            )
+        option = request.reasoning
+        if option is None:
+            return
+        if option.budget_tokens is not None and not self.reasoning_budget:
+            raise InvalidContent(
+                "reasoning.budget_tokens",
+                f"{provider} cannot bound reasoning by tokens; give reasoning.effort "
+                f"({', '.join(sorted(self.efforts))})",
+            )
+        if option.budget_tokens is not None and option.budget_tokens < self.min_reasoning_budget:
+            raise InvalidContent(
+                "reasoning.budget_tokens",
+                f"{provider} needs reasoning.budget_tokens of at least {self.min_reasoning_budget}",
+            )
+        if option.effort is not None and option.effort not in self.efforts:
+            raise InvalidContent(
+                "reasoning.effort",
+                f"{provider} takes reasoning effort {', '.join(sorted(self.efforts))}",
+            )

@@ -1,10 +1,12 @@
 """`ollama`: `/api/chat` over httpx, the whole conversation, NDJSON read line by line.
 
 Wire format (https://github.com/ollama/ollama/blob/main/docs/api.md#generate-a-chat-completion):
-one JSON object a line, `{"message": {"role", "content"}, "done": false}`, then a last line with
-`"done": true`, `done_reason`, `prompt_eval_count` and `eval_count`. A failure is an HTTP status
-with `{"error": "..."}`, or such a line mid-stream. Ollama has no SDK of its own in our
-dependencies: its HTTP API is small and httpx is already here.
+one JSON object a line, `{"message": {"role", "content", "thinking"?, "tool_calls"?}, "done":
+false}`, then a last line with `"done": true`, `done_reason`, `prompt_eval_count` and
+`eval_count`. Tool calls come whole, with arguments as an object; thinking as a `thinking`
+field (asked for with `think`); images go up as a list of base64 strings per message. A failure
+is an HTTP status with `{"error": "..."}`, or such a line mid-stream. Ollama has no SDK of its
+own in our dependencies: its HTTP API is small and httpx is already here.
 """
 
 from __future__ import annotations
@@ -16,8 +18,18 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from streamfn.chunks import Finish, StreamChunk, TextDelta, Usage
+from streamfn.chunks import (
+    Finish,
+    FinishReason,
+    ReasoningDelta,
+    StreamChunk,
+    TextDelta,
+    ToolCallEnd,
+    Usage,
+)
+from streamfn.content import Message, ToolCall
 from streamfn.providers import upstream
+from streamfn.providers.assembly import ReasoningTracker, new_call_id, whole_call
 from streamfn.request import ChatRequest
 
 NAME = "ollama"
@@ -60,13 +72,29 @@ class OllamaProvider:
             options["top_p"] = request.top_p
         if request.stop:
             options["stop"] = list(request.stop)
-        payload = {
+        payload: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_message(m, request) for m in request.messages],
             "stream": True,
             "options": options,
         }
+        if request.tools and request.tool_choice != "none":
+            payload["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description or "",
+                        "parameters": t.parameters,
+                    },
+                }
+                for t in request.tools
+            ]
+        if request.reasoning is not None:
+            payload["think"] = request.reasoning.effort or True
         text: list[str] = []
+        reasoning = ReasoningTracker()
+        called = False
         try:
             # Leaving this block, however it is left, closes the response and its connection.
             async with self._client.stream("POST", "/api/chat", json=payload) as response:
@@ -85,32 +113,34 @@ class OllamaProvider:
                     try:
                         data = json.loads(line)
                     except ValueError:
-                        yield upstream.malformed(NAME, f"not JSON: {line[:80]!r}")
+                        yield upstream.malformed(NAME, "a line that is not JSON")
                         return
                     if not isinstance(data, dict):
-                        yield upstream.malformed(NAME, f"not an object: {line[:80]!r}")
+                        yield upstream.malformed(NAME, "a line that is not an object")
                         return
                     if "error" in data:
                         detail = upstream.redact(str(data["error"]), [self._api_key])
                         yield upstream.unreachable(NAME, f"error mid-stream: {detail}")
                         return
-                    content = (data.get("message") or {}).get("content")
-                    if content:
-                        text.append(content)
-                        yield TextDelta(content)
+                    message = data.get("message") or {}
+                    for chunk in _chunks(message, reasoning):
+                        called = called or isinstance(chunk, ToolCallEnd)
+                        if isinstance(chunk, TextDelta | ReasoningDelta):
+                            text.append(chunk.text)
+                        yield chunk
                     if data.get("done"):
-                        yield Finish(
-                            "length" if data.get("done_reason") == "length" else "stop",
-                            _usage(data, request, "".join(text)),
-                        )
+                        for chunk in reasoning.close():
+                            yield chunk
+                        reason: FinishReason = "tool_calls" if called else "stop"
+                        if data.get("done_reason") == "length":
+                            reason = "length"
+                        yield Finish(reason, _usage(data, request, "".join(text)))
                         return
         except httpx.TimeoutException:
             yield upstream.timed_out(NAME)
             return
         except httpx.TransportError:
-            yield upstream.unreachable(
-                NAME, f"the connection to {self._client.base_url} failed or broke"
-            )
+            yield upstream.unreachable(NAME, "the connection failed or broke")
             return
         yield upstream.truncated(NAME)
 
@@ -131,9 +161,55 @@ def _usage(done: dict[str, Any], request: ChatRequest, output: str) -> Usage:
     if isinstance(prompt, int) and isinstance(generated, int):
         return Usage(prompt, generated)
     # Ollama leaves prompt_eval_count out when the prompt was cached.
-    estimate = Usage.estimate("\n".join(m.content for m in request.messages), output)
+    estimate = Usage.estimate(request.prompt_text(), output)
     return Usage(
         prompt if isinstance(prompt, int) else estimate.input_tokens,
         generated if isinstance(generated, int) else estimate.output_tokens,
         estimated=True,
     )
+
+
+def _message(message: Message, request: ChatRequest) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.text}
+    if message.images:
+        # Capabilities keep URL images away from Ollama, which takes base64 data only.
+        out["images"] = [image.data for image in message.images]
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"function": {"name": c.name, "arguments": c.parsed_arguments("tool_calls")}}
+            for c in message.tool_calls
+        ]
+    plain = "".join(b.text for b in message.reasoning if b.signature is b.redacted is None)
+    if plain:
+        out["thinking"] = plain
+    if message.role == "tool":
+        # Ollama matches a result to its call by the tool's name, not by an id.
+        out["tool_name"] = request.call_name(message.tool_call_id)
+    return out
+
+
+def _chunks(message: dict[str, Any], reasoning: ReasoningTracker) -> list[StreamChunk]:
+    """The chunks of one line's `message`: thinking, content, then whole tool calls."""
+    out: list[StreamChunk] = []
+    thinking = message.get("thinking")
+    if isinstance(thinking, str):
+        out += reasoning.add(thinking)
+    content = message.get("content")
+    calls = message.get("tool_calls")
+    if content or calls:
+        out += reasoning.close()
+    if isinstance(content, str) and content:
+        out.append(TextDelta(content))
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not function.get("name"):
+            continue
+        arguments = function.get("arguments")
+        out += whole_call(
+            ToolCall(
+                str(call.get("id") or new_call_id()),
+                str(function["name"]),
+                arguments if isinstance(arguments, str) else json.dumps(arguments or {}),
+            )
+        )
+    return out

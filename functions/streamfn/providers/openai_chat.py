@@ -2,20 +2,35 @@
 
 Wire format: `data: {chat.completion.chunk}` lines, a last chunk with `usage` and no choices
 (asked for with `stream_options.include_usage`), then `data: [DONE]`
-(https://platform.openai.com/docs/api-reference/chat-streaming).
+(https://platform.openai.com/docs/api-reference/chat-streaming). Tool calls arrive as
+`delta.tool_calls[]` fragments (joined by `providers.assembly.ToolCallAssembler`), reasoning as
+`reasoning_content`, `reasoning` or `reasoning_details[]` depending on the server.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import openai
 from openai import AsyncOpenAI, omit
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
-from streamfn.chunks import Finish, FinishReason, StreamChunk, TextDelta, Usage
+from streamfn.chunks import (
+    Finish,
+    FinishReason,
+    ReasoningDelta,
+    ReasoningEnd,
+    StreamChunk,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from streamfn.content import Message, NamedTool, Part, Reasoning, Text, Tool, ToolChoice
 from streamfn.providers import upstream
+from streamfn.providers.assembly import ReasoningTracker, ToolCallAssembler
 from streamfn.request import ChatRequest
 
 _FINISH: dict[str, FinishReason] = {
@@ -38,8 +53,12 @@ class OpenAIChatProvider:
         total_timeout_s: float,
         connect_timeout_s: float,
         max_retries: int,
+        reasoning_back: bool = True,
     ) -> None:
         self.name = name
+        # Whether plain reasoning goes back on later turns as `reasoning_content` (DeepSeek);
+        # OpenAI's own API has no such field.
+        self._reasoning_back = reasoning_back
         self._api_key = api_key
         self._max_tokens_param = max_tokens_param
         # One client per process: its connection pool serves every request. Servers that need
@@ -74,14 +93,15 @@ class OpenAIChatProvider:
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         limit = omit if request.max_tokens is None else request.max_tokens
-        messages = cast(
-            "list[ChatCompletionMessageParam]",
-            [{"role": m.role, "content": m.content} for m in request.messages],
-        )
+        tools = [_tool(t) for t in request.tools]
+        effort = request.reasoning.effort if request.reasoning else None
         try:
             response = await self._client.chat.completions.create(
                 model=request.model,
-                messages=messages,
+                messages=cast(
+                    "list[ChatCompletionMessageParam]",
+                    [self._message(m) for m in request.messages],
+                ),
                 stream=True,
                 stream_options={"include_usage": True},
                 max_tokens=limit if self._max_tokens_param == "max_tokens" else omit,
@@ -89,6 +109,12 @@ class OpenAIChatProvider:
                 temperature=omit if request.temperature is None else request.temperature,
                 top_p=omit if request.top_p is None else request.top_p,
                 stop=list(request.stop) or omit,
+                tools=cast("list[ChatCompletionToolParam]", tools) if tools else omit,
+                tool_choice=_tool_choice(request.tool_choice),
+                parallel_tool_calls=omit
+                if request.parallel_tool_calls is None or not tools
+                else request.parallel_tool_calls,
+                reasoning_effort=effort if effort is not None else omit,
             )
         except openai.OpenAIError as exc:
             yield self._error(exc)
@@ -96,19 +122,30 @@ class OpenAIChatProvider:
         finish: FinishReason | None = None
         usage: Usage | None = None
         text: list[str] = []
+        calls = ToolCallAssembler()
+        reasoning = ReasoningTracker()
         # Leaving this block, however it is left, closes the HTTP response: a client that goes
         # away closes the upstream connection, and generation stops.
         async with response:
             try:
                 async for chunk in response:
                     if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                        usage = _usage(chunk.usage)
                     for choice in chunk.choices[:1]:
-                        if choice.delta is not None and choice.delta.content:
-                            text.append(choice.delta.content)
-                            yield TextDelta(choice.delta.content)
-                        if choice.finish_reason is not None:
+                        delta = choice.delta
+                        if delta is not None:
+                            for out in _deltas(delta, calls, reasoning):
+                                if isinstance(out, TextDelta | ReasoningDelta):
+                                    text.append(out.text)
+                                elif isinstance(out, ToolCallDelta):
+                                    text.append(out.arguments)
+                                yield out
+                        if choice.finish_reason is not None and finish is None:
                             finish = _FINISH.get(choice.finish_reason, "stop")
+                            if calls and finish == "stop":
+                                finish = "tool_calls"  # servers that say stop after calls
+                            for out in [*reasoning.close(), *calls.end()]:
+                                yield out
             except openai.OpenAIError as exc:
                 yield self._error(exc)
                 return
@@ -119,9 +156,109 @@ class OpenAIChatProvider:
             yield upstream.truncated(self.name)
             return
         if usage is None:  # servers that ignore stream_options
-            prompt = "\n".join(m.content for m in request.messages)
-            usage = Usage.estimate(prompt, "".join(text))
+            usage = Usage.estimate(request.prompt_text(), "".join(text))
         yield Finish(finish, usage)
+
+    def _message(self, message: Message) -> dict[str, Any]:
+        """One message in the Chat Completions form."""
+        if message.role == "tool":
+            return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
+        if message.role == "assistant":
+            out: dict[str, Any] = {"role": "assistant", "content": message.text or None}
+            if message.tool_calls:
+                out["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments},
+                    }
+                    for c in message.tool_calls
+                ]
+            # DeepSeek's thinking mode wants its reasoning back on tool-call turns. Signed or
+            # redacted blocks are another provider's (Anthropic's) and mean nothing here.
+            plain = "".join(b.text for b in message.reasoning if b.signature is b.redacted is None)
+            if plain and self._reasoning_back:
+                out["reasoning_content"] = plain
+            return out
+        if message.images:
+            return {"role": message.role, "content": [_part(p) for p in message.content]}
+        return {"role": message.role, "content": message.text}
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _part(part: Part) -> dict[str, Any]:
+    if isinstance(part, Text):
+        return {"type": "text", "text": part.text}
+    return {"type": "image_url", "image_url": {"url": part.data_url}}
+
+
+def _tool(tool: Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
+    if tool.description:
+        function["description"] = tool.description
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: ToolChoice | None) -> Any:
+    if choice is None:
+        return omit
+    if isinstance(choice, NamedTool):
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice
+
+
+def _usage(usage: CompletionUsage) -> Usage:
+    completion = usage.completion_tokens_details
+    prompt = usage.prompt_tokens_details
+    return Usage(
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        reasoning_tokens=completion.reasoning_tokens if completion else None,
+        cached_input_tokens=prompt.cached_tokens if prompt else None,
+    )
+
+
+def _deltas(
+    delta: ChoiceDelta, calls: ToolCallAssembler, reasoning: ReasoningTracker
+) -> list[StreamChunk]:
+    """The chunks of one `delta`, in order: reasoning, then text, then tool-call fragments."""
+    out: list[StreamChunk] = []
+    # Reasoning comes in one of three fields, by server: OpenRouter's `reasoning_details[]`
+    # (which it doubles as a plain `reasoning` string, so it goes first and alone), DeepSeek's
+    # `reasoning_content`, vLLM's (0.11+) `reasoning`.
+    details = getattr(delta, "reasoning_details", None)
+    if isinstance(details, list) and details:
+        for detail in details:
+            if not isinstance(detail, dict):
+                continue
+            kind = detail.get("type")
+            if kind == "reasoning.encrypted" and isinstance(detail.get("data"), str):
+                out += reasoning.close()
+                out.append(ReasoningEnd(Reasoning(redacted=detail["data"])))
+                continue
+            piece = detail.get("text") if kind == "reasoning.text" else detail.get("summary")
+            if isinstance(piece, str):
+                out += reasoning.add(piece)
+            if isinstance(detail.get("signature"), str) and detail["signature"]:
+                out += reasoning.close(detail["signature"])
+    else:
+        for name in ("reasoning_content", "reasoning"):
+            piece = getattr(delta, name, None)
+            if isinstance(piece, str) and piece:
+                out += reasoning.add(piece)
+                break
+    if delta.content or delta.tool_calls:
+        out += reasoning.close()
+    if delta.content:
+        out.append(TextDelta(delta.content))
+    for fragment in delta.tool_calls or ():
+        function = getattr(fragment, "function", None)
+        out += calls.feed(
+            getattr(fragment, "index", None),
+            getattr(fragment, "id", None),
+            getattr(function, "name", None),
+            getattr(function, "arguments", None),
+        )
+    return out

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-from streamfn.providers.base import Provider
+from streamfn.providers.base import Capabilities, Provider
 from streamfn.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,23 @@ class ProviderSpec:
     name: str
     default_model: str
     build: Callable[[], Provider]
+    capabilities: Capabilities = field(default_factory=Capabilities)
+
+
+# What each kind of provider's API can take (see `Capabilities`).
+OPENAI_CAPABILITIES = Capabilities(reasoning_budget=False)  # reasoning_effort only
+ANTHROPIC_CAPABILITIES = Capabilities(
+    efforts=frozenset({"low", "medium", "high", "xhigh", "max"}),  # output_config.effort
+    min_reasoning_budget=1024,  # thinking.budget_tokens
+)
+# Ollama's /api/chat takes images as base64 only, has no tool_choice, and `think` is a boolean
+# or, for the models that grade it, low/medium/high.
+OLLAMA_CAPABILITIES = Capabilities(
+    image_urls=False,
+    forced_tool_choice=False,
+    efforts=frozenset({"low", "medium", "high"}),
+    reasoning_budget=False,
+)
 
 
 class ProviderRegistry:
@@ -107,6 +124,7 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
                 total_timeout_s=settings.total_timeout_s,
                 connect_timeout_s=settings.connect_timeout_s,
                 max_retries=settings.upstream_retries,
+                reasoning_back=not is_openai(base_url),
             )
 
         return build
@@ -142,12 +160,17 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
         param = max_tokens_param(base_url)
         specs.append(
             ProviderSpec(
-                "openai", settings.openai_model, openai_chat("openai", key, base_url, param)
+                "openai",
+                settings.openai_model,
+                openai_chat("openai", key, base_url, param),
+                OPENAI_CAPABILITIES,
             )
         )
     if settings.anthropic_api_key or settings.anthropic_base_url:
-        specs.append(ProviderSpec("anthropic", settings.anthropic_model, anthropic))
-    specs.append(ProviderSpec("ollama", settings.ollama_model, ollama))
+        specs.append(
+            ProviderSpec("anthropic", settings.anthropic_model, anthropic, ANTHROPIC_CAPABILITIES)
+        )
+    specs.append(ProviderSpec("ollama", settings.ollama_model, ollama, OLLAMA_CAPABILITIES))
     for compatible in settings.openai_compatible:
         key = os.environ.get(compatible.api_key_env) if compatible.api_key_env else None
         specs.append(
@@ -155,6 +178,7 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
                 compatible.name,
                 compatible.default_model,
                 openai_chat(compatible.name, key, compatible.base_url, compatible.max_tokens_param),
+                OPENAI_CAPABILITIES,
             )
         )
     return specs
@@ -163,9 +187,12 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
 def max_tokens_param(base_url: str | None) -> Literal["max_tokens", "max_completion_tokens"]:
     """OpenAI's own API has replaced max_tokens with max_completion_tokens (its reasoning models
     reject max_tokens); the servers that imitate it mostly know only max_tokens."""
-    if base_url is None or urlsplit(base_url).hostname == "api.openai.com":
-        return "max_completion_tokens"
-    return "max_tokens"
+    return "max_completion_tokens" if is_openai(base_url) else "max_tokens"
+
+
+def is_openai(base_url: str | None) -> bool:
+    """Whether `base_url` is OpenAI's own API rather than a server imitating it."""
+    return base_url is None or urlsplit(base_url).hostname == "api.openai.com"
 
 
 def default_provider(settings: Settings, specs: Iterable[ProviderSpec]) -> str:

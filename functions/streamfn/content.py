@@ -1,0 +1,186 @@
+"""What a conversation holds beyond plain text: parts, images, tool calls, reasoning, tools.
+
+These are the internal values every client protocol parses into and every provider translates
+from. They carry no wire format of their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+# The first bytes of each accepted image type, so that a data URL claiming to be an image is one.
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),  # and b"WEBP" at offset 8, checked below
+}
+
+_DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[^,;]*)*?);base64,")
+
+
+class InvalidContent(ValueError):
+    """A request that is well formed JSON but cannot be served; `param` names the field."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image: an `https:` URL the provider fetches itself, or inline bytes (base64)."""
+
+    media_type: str | None  # known for inline images; a URL's may be unknown
+    url: str | None = None
+    data: str | None = None  # base64, already checked to decode to an image of `media_type`
+
+    @property
+    def data_url(self) -> str:
+        """The image as a URL: its own, or a `data:` URL for inline bytes."""
+        if self.url is not None:
+            return self.url
+        return f"data:{self.media_type};base64,{self.data}"
+
+    @property
+    def size(self) -> int:
+        """Bytes of inline data (0 for a URL)."""
+        return len(self.data) * 3 // 4 if self.data else 0
+
+
+Part: TypeAlias = Text | Image
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model made: `arguments` is a JSON text (an object, when the model got it
+    right)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def parsed_arguments(self, param: str) -> dict[str, Any]:
+        """The arguments as an object, for providers that take them parsed."""
+        try:
+            value = json.loads(self.arguments or "{}")
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise InvalidContent(param, f"{param}: arguments must be a JSON object")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """A block of the model's reasoning, as a provider needs it back on the next turn.
+
+    `signature` makes a block verifiable (Anthropic's thinking blocks); `redacted` is an
+    encrypted block with no readable text (Anthropic's `redacted_thinking`). A block with
+    neither is plain reasoning text (DeepSeek's `reasoning_content`).
+    """
+
+    text: str = ""
+    signature: str | None = None
+    redacted: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn: text and images; an assistant's tool calls and reasoning; a tool's result."""
+
+    role: Role
+    content: tuple[Part, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None  # role "tool": the call this is the result of
+    reasoning: tuple[Reasoning, ...] = ()
+
+    @classmethod
+    def of(cls, role: Role, text: str) -> Message:
+        return cls(role, (Text(text),) if text else ())
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.content if isinstance(p, Text))
+
+    @property
+    def images(self) -> tuple[Image, ...]:
+        return tuple(p for p in self.content if isinstance(p, Image))
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call; `parameters` is a JSON Schema for an object."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+
+
+@dataclass(frozen=True, slots=True)
+class NamedTool:
+    """`tool_choice` forcing one function."""
+
+    name: str
+
+
+ToolChoice: TypeAlias = Literal["auto", "none", "required"] | NamedTool
+
+Effort: TypeAlias = Literal["minimal", "low", "medium", "high", "xhigh", "max"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningOption:
+    """How much the model should reason: an effort level, or a token budget (not both)."""
+
+    effort: Effort | None = None
+    budget_tokens: int | None = None
+
+
+def image_from_url(url: str, *, param: str, max_bytes: int) -> Image:
+    """An `Image` from an `https:` URL or a base64 `data:` URL, checked."""
+    if url.startswith("https://"):
+        return Image(media_type=None, url=url)
+    match = _DATA_URL.match(url)
+    if match is None:
+        if url.startswith("data:"):
+            raise InvalidContent(param, f"{param}: a data URL must be data:<type>;base64,<data>")
+        raise InvalidContent(param, f"{param}: an image URL must be https: or a base64 data: URL")
+    media_type = match["type"].lower()
+    if media_type not in IMAGE_TYPES:
+        raise InvalidContent(
+            param, f"{param}: {media_type} is not an accepted image type ({', '.join(IMAGE_TYPES)})"
+        )
+    data = url[match.end() :]
+    if len(data) * 3 // 4 > max_bytes:
+        raise InvalidContent(
+            param, f"{param}: the image exceeds {max_bytes} bytes (STREAMFN_MAX_IMAGE_BYTES)"
+        )
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidContent(param, f"{param}: the data URL is not valid base64") from None
+    if not _looks_like(media_type, raw):
+        raise InvalidContent(param, f"{param}: the data is not a {media_type} image")
+    return Image(media_type=media_type, data=data)
+
+
+def _looks_like(media_type: str, raw: bytes) -> bool:
+    if not raw.startswith(_MAGIC[media_type]):
+        return False
+    return media_type != "image/webp" or raw[8:12] == b"WEBP"

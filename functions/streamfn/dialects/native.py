@@ -1,0 +1,306 @@
+"""streamfn's own protocol: `POST /chat/stream` (and `GET` for `EventSource`).
+
+Events, compatible with the seed design's JavaScript client (which listens for `token`,
+`usage`, `done` and `error` only, and keeps working):
+
+- `token`: data is the raw text of one delta
+- `reasoning`: data is the raw text of one delta of the model's reasoning
+- `reasoning_done`: JSON, a whole reasoning block, in the form a request's assistant message
+  takes it back (`{"type": "thinking", "text", "signature"}` or
+  `{"type": "redacted_thinking", "data"}`)
+- `tool_call_start`: JSON `{"id", "name"}`, a tool call begins
+- `tool_call_delta`: JSON `{"id", "arguments"}`, a fragment of its JSON arguments
+- `tool_call`: JSON `{"id", "name", "arguments"}`, the whole call, in the form a request's
+  assistant message takes it back
+- `usage`: JSON `{"input_tokens", "output_tokens", "estimated", "reasoning_tokens",
+  "cached_input_tokens"}` (the last two null where the provider does not say)
+- `done`: data is the finish reason (stop, length, tool_calls, content_filter)
+- `error`: JSON `{"type", "message", "retryable"}`; nothing follows it
+
+A successful stream is deltas, `usage`, `done`; a failed one is deltas, `error`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, assert_never
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from streamfn.chunks import (
+    Finish,
+    ReasoningDelta,
+    ReasoningEnd,
+    StreamChunk,
+    StreamError,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+)
+from streamfn.content import (
+    Effort,
+    Message,
+    NamedTool,
+    Part,
+    Reasoning,
+    ReasoningOption,
+    Text,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    image_from_url,
+)
+from streamfn.dialects import Event, dumps
+from streamfn.request import ChatRequest, Limits
+
+# Field constraints shared by the POST body and the GET query, so both reject the same input.
+ProviderName = Annotated[str | None, Field(min_length=1, max_length=64)]
+ModelName = Annotated[str | None, Field(min_length=1, max_length=256)]
+MaxTokens = Annotated[int | None, Field(ge=1, le=1_000_000)]
+Temperature = Annotated[float | None, Field(ge=0, le=2)]
+TopP = Annotated[float | None, Field(gt=0, le=1)]
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class _Strict(BaseModel):
+    """Unknown fields are rejected, so that a typo is an error, not a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ImagePart(_Strict):
+    type: Literal["image"]
+    url: str = Field(description="An https: URL, or a data: URL with base64 image data.")
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+class ToolCallIn(_Strict):
+    id: Id
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = Field(default="{}", description="The arguments as a JSON text.")
+
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _object_as_text(cls, value: object) -> object:
+        # An object is accepted too, and kept as the JSON text providers are sent.
+        return json.dumps(value) if isinstance(value, dict) else value
+
+
+class ThinkingIn(_Strict):
+    type: Literal["thinking"]
+    text: str
+    signature: str | None = None
+
+
+class RedactedThinkingIn(_Strict):
+    type: Literal["redacted_thinking"]
+    data: str = Field(min_length=1)
+
+
+ReasoningIn = Annotated[ThinkingIn | RedactedThinkingIn, Field(discriminator="type")]
+
+
+class MessageIn(_Strict):
+    """One turn of the conversation."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[ContentPart] = ""
+    tool_calls: list[ToolCallIn] | None = Field(default=None, max_length=128)
+    tool_call_id: Id | None = None
+    reasoning: list[ReasoningIn] | None = Field(default=None, max_length=128)
+
+    @model_validator(mode="after")
+    def _fields_of_role(self) -> MessageIn:
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a tool message needs tool_call_id")
+        if self.role != "tool" and self.tool_call_id is not None:
+            raise ValueError("only tool messages carry tool_call_id")
+        if self.role != "assistant" and (self.tool_calls or self.reasoning):
+            raise ValueError("only assistant messages carry tool_calls or reasoning")
+        if self.role != "assistant" and self.content in ("", []):
+            raise ValueError(f"a {self.role} message needs content")
+        return self
+
+
+class ToolIn(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = Field(default=None, max_length=10_000)
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="A JSON Schema describing an object.",
+    )
+
+
+class NamedToolIn(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class ReasoningOptionIn(_Strict):
+    """How much the model reasons: `effort` or `budget_tokens`, one of them."""
+
+    effort: Effort | None = None
+    budget_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _one(self) -> ReasoningOptionIn:
+        if (self.effort is None) == (self.budget_tokens is None):
+            raise ValueError("give effort or budget_tokens, one of them")
+        return self
+
+
+class ChatBody(_Strict):
+    """`POST /chat/stream`."""
+
+    messages: list[MessageIn] = Field(min_length=1, max_length=1000)
+    provider: ProviderName = None
+    model: ModelName = None
+    max_tokens: MaxTokens = None
+    temperature: Temperature = None
+    top_p: TopP = None
+    stop: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, max_length=4)
+    tools: list[ToolIn] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolIn | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning: ReasoningOptionIn | None = None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop_string(cls, value: object) -> object:
+        # OpenAI accepts a single string as well as a list.
+        return [value] if isinstance(value, str) else value
+
+    def to_request(self, *, model: str, limits: Limits) -> ChatRequest:
+        """The `ChatRequest`; `InvalidContent` names the field of content that cannot be used."""
+        choice: ToolChoice | None = (
+            NamedTool(self.tool_choice.name)
+            if isinstance(self.tool_choice, NamedToolIn)
+            else self.tool_choice
+        )
+        reasoning = self.reasoning
+        option = ReasoningOption(reasoning.effort, reasoning.budget_tokens) if reasoning else None
+        return ChatRequest(
+            messages=tuple(_message(m, i, limits) for i, m in enumerate(self.messages)),
+            model=model,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=tuple(self.stop or ()),
+            tools=tuple(Tool(t.name, t.description, t.parameters) for t in self.tools or ()),
+            tool_choice=choice,
+            parallel_tool_calls=self.parallel_tool_calls,
+            reasoning=option,
+        ).capped(limits.max_tokens_cap)
+
+
+def _message(message: MessageIn, i: int, limits: Limits) -> Message:
+    content: tuple[Part, ...]
+    if isinstance(message.content, str):
+        content = (Text(message.content),) if message.content else ()
+    else:
+        content = tuple(
+            Text(part.text)
+            if isinstance(part, TextPart)
+            else image_from_url(
+                part.url, param=f"messages.{i}.content.{j}.url", max_bytes=limits.max_image_bytes
+            )
+            for j, part in enumerate(message.content)
+        )
+    return Message(
+        role=message.role,
+        content=content,
+        tool_calls=tuple(ToolCall(c.id, c.name, c.arguments) for c in message.tool_calls or ()),
+        tool_call_id=message.tool_call_id,
+        reasoning=tuple(
+            Reasoning(text=r.text, signature=r.signature)
+            if isinstance(r, ThinkingIn)
+            else Reasoning(redacted=r.data)
+            for r in message.reasoning or ()
+        ),
+    )
+
+
+class ChatQuery(_Strict):
+    """`GET /chat/stream`, for `EventSource`, which cannot POST: one user message."""
+
+    prompt: str = Field(min_length=1)
+    system: str | None = None
+    provider: ProviderName = None
+    model: ModelName = None
+    max_tokens: MaxTokens = None
+    temperature: Temperature = None
+    top_p: TopP = None
+    reasoning_effort: Effort | None = None
+
+    def to_body(self) -> ChatBody:
+        messages = [MessageIn(role="user", content=self.prompt)]
+        if self.system:
+            messages.insert(0, MessageIn(role="system", content=self.system))
+        return ChatBody(
+            messages=messages,
+            provider=self.provider,
+            model=self.model,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            reasoning=ReasoningOptionIn(effort=self.reasoning_effort)
+            if self.reasoning_effort
+            else None,
+        )
+
+
+def error_body(error: StreamError) -> dict[str, object]:
+    """The JSON describing an error, in an `error` event and in an HTTP error response."""
+    return {"type": error.type, "message": error.message, "retryable": error.retryable}
+
+
+def reasoning_block(block: Reasoning) -> dict[str, object]:
+    """A reasoning block as a native request's assistant message carries it back."""
+    if block.redacted is not None:
+        return {"type": "redacted_thinking", "data": block.redacted}
+    return {"type": "thinking", "text": block.text, "signature": block.signature}
+
+
+def events(chunk: StreamChunk) -> tuple[Event, ...]:
+    """The native events of one chunk."""
+    match chunk:
+        case TextDelta(text=text):
+            return (Event("token", text),)
+        case ReasoningDelta(text=text):
+            return (Event("reasoning", text),)
+        case ReasoningEnd(block=block):
+            return (Event("reasoning_done", dumps(reasoning_block(block))),)
+        case ToolCallStart(id=id, name=name):
+            return (Event("tool_call_start", dumps({"id": id, "name": name})),)
+        case ToolCallDelta(id=id, arguments=arguments):
+            return (Event("tool_call_delta", dumps({"id": id, "arguments": arguments})),)
+        case ToolCallEnd(call=call):
+            body = {"id": call.id, "name": call.name, "arguments": call.arguments}
+            return (Event("tool_call", dumps(body)),)
+        case Finish(reason=reason, usage=usage):
+            return (
+                Event(
+                    "usage",
+                    dumps(
+                        {
+                            "input_tokens": usage.input_tokens,
+                            "output_tokens": usage.output_tokens,
+                            "estimated": usage.estimated,
+                            "reasoning_tokens": usage.reasoning_tokens,
+                            "cached_input_tokens": usage.cached_input_tokens,
+                        }
+                    ),
+                ),
+                Event("done", reason),
+            )
+        case StreamError():
+            return (Event("error", dumps(error_body(chunk))),)
+        case _:
+            assert_never(chunk)
