@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from streamfn.content import (
+    Image,
     InvalidContent,
     Message,
     NamedTool,
@@ -90,7 +91,11 @@ def check(request: ChatRequest, limits: Limits) -> None:
     images = 0
     calls: set[str] = set()
     for i, message in enumerate(request.messages):
-        for j, image in enumerate(message.images):
+        for j, image in enumerate(message.content):
+            if not isinstance(image, Image):
+                continue
+            if message.role != "user":
+                raise InvalidContent(f"messages.{i}.content.{j}", "only user messages carry images")
             images += 1
             if images > limits.max_images:
                 raise InvalidContent(

@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -47,9 +48,10 @@ class Recorded:
 
 
 class Upstream:
-    """Answers each request with the next `Reply` (the last one repeats)."""
+    """Answers each request with the next `Reply` (the last one repeats). A reply may be a
+    function of the request, for a fake that checks what it was sent and answers accordingly."""
 
-    def __init__(self, *replies: Reply) -> None:
+    def __init__(self, *replies: Reply | Callable[[Recorded], Reply]) -> None:
         self.replies = list(replies) or [Reply()]
         self.requests: list[Recorded] = []
         # Set when a client closes its connection before the reply's body has been sent whole.
@@ -112,6 +114,8 @@ class Upstream:
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         self.requests.append(Recorded(method, path, headers, body))
         reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
+        if callable(reply):
+            reply = reply(self.requests[-1])
 
         extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
         writer.write(

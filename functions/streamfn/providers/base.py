@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from streamfn.chunks import StreamChunk
-from streamfn.content import InvalidContent, NamedTool
+from streamfn.content import Image, InvalidContent, NamedTool
 from streamfn.request import ChatRequest
 
 ALL_EFFORTS = frozenset({"minimal", "low", "medium", "high", "xhigh", "max"})
@@ -45,7 +45,9 @@ class Capabilities:
     def check(self, request: ChatRequest, provider: str) -> None:
         """Raise `InvalidContent` for the first thing in `request` that `provider` cannot take."""
         for i, message in enumerate(request.messages):
-            for j, image in enumerate(message.images):
+            for j, image in enumerate(message.content):
+                if not isinstance(image, Image):
+                    continue
                 if not self.images:
                     raise InvalidContent(
                         f"messages.{i}.content.{j}", f"{provider} does not take images"

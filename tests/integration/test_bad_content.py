@@ -1,0 +1,252 @@
+"""Content no provider could use: each is a 4xx whose body names the field, never a 500."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from starlette.types import ASGIApp
+
+from streamfn.app import create_app
+from streamfn.settings import Settings
+from tests.integration.test_tool_round_trips import PNG, PNG_URL
+
+Serve = Callable[[ASGIApp], str]
+
+ASK = {"role": "user", "content": "hi"}
+TOOL = {"name": "get_time", "parameters": {"type": "object", "properties": {}}}
+
+
+def with_image(url: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": [{"type": "image", "url": url}]}]}
+
+
+def with_tool(**tool: Any) -> dict[str, Any]:
+    return {"messages": [ASK], "tools": [{"name": "t", **tool}]}
+
+
+CALL = {"id": "call_1", "name": "get_time", "arguments": "{}"}
+
+CASES: list[tuple[str, dict[str, Any], int, str, str]] = [
+    # (case, body, status, field named, words in the message)
+    (
+        "schema not an object",
+        with_tool(parameters={"type": "string"}),
+        400,
+        "tools.0.parameters",
+        "must describe an object",
+    ),
+    (
+        "properties not a map",
+        with_tool(parameters={"type": "object", "properties": []}),
+        400,
+        "tools.0.parameters.properties",
+        "must be an object",
+    ),
+    (
+        "nested schema not a schema",
+        with_tool(parameters={"type": "object", "properties": {"a": "string"}}),
+        400,
+        "tools.0.parameters.properties.a",
+        "JSON Schema object",
+    ),
+    (
+        "required not names",
+        with_tool(parameters={"type": "object", "required": "a"}),
+        400,
+        "tools.0.parameters.required",
+        "list of names",
+    ),
+    (
+        "schema not JSON object",
+        with_tool(parameters="object"),
+        422,
+        "tools.0.parameters",
+        "dictionary",
+    ),
+    (
+        "tool name with a space",
+        {"messages": [ASK], "tools": [{**TOOL, "name": "get time"}]},
+        400,
+        "tools.0.name",
+        "letters, digits",
+    ),
+    (
+        "tool defined twice",
+        {"messages": [ASK], "tools": [TOOL, TOOL]},
+        400,
+        "tools.1.name",
+        "defined twice",
+    ),
+    (
+        "tool_choice names no tool",
+        {"messages": [ASK], "tools": [TOOL], "tool_choice": {"name": "nope"}},
+        400,
+        "tool_choice",
+        "not in tools",
+    ),
+    (
+        "tool result answers no call",
+        {"messages": [ASK, {"role": "tool", "tool_call_id": "call_9", "content": "x"}]},
+        400,
+        "messages.1.tool_call_id",
+        "answers no tool call",
+    ),
+    (
+        "tool result before its call",
+        {
+            "messages": [
+                ASK,
+                {"role": "tool", "tool_call_id": "call_1", "content": "x"},
+                {"role": "assistant", "tool_calls": [CALL]},
+            ]
+        },
+        400,
+        "messages.1.tool_call_id",
+        "answers no tool call",
+    ),
+    (
+        "tool message without tool_call_id",
+        {"messages": [ASK, {"role": "tool", "content": "x"}]},
+        422,
+        "messages.1",
+        "tool_call_id",
+    ),
+    (
+        "tool_call_id on a user message",
+        {"messages": [{**ASK, "tool_call_id": "call_1"}]},
+        422,
+        "messages.0",
+        "tool_call_id",
+    ),
+    (
+        "call arguments not an object",
+        {"messages": [ASK, {"role": "assistant", "tool_calls": [{**CALL, "arguments": "[1]"}]}]},
+        400,
+        "messages.1.tool_calls.0.arguments",
+        "JSON object",
+    ),
+    (
+        "call id repeated",
+        {"messages": [ASK, {"role": "assistant", "tool_calls": [CALL, CALL]}]},
+        400,
+        "messages.1.tool_calls.1.id",
+        "repeated",
+    ),
+    (
+        "unknown part type",
+        {"messages": [{"role": "user", "content": [{"type": "audio", "data": "x"}]}]},
+        422,
+        "messages.0.content",
+        "audio",
+    ),
+    (
+        "image not a data or https URL",
+        with_image("http://example.com/a.png"),
+        400,
+        "messages.0.content.0.url",
+        "https: or a base64 data: URL",
+    ),
+    (
+        "data URL not base64",
+        with_image("data:image/png,rawbytes"),
+        400,
+        "messages.0.content.0.url",
+        "data:<type>;base64,<data>",
+    ),
+    (
+        "data URL of text",
+        with_image("data:text/plain;base64,aGVsbG8="),
+        400,
+        "messages.0.content.0.url",
+        "not an accepted image type",
+    ),
+    (
+        "data URL claiming PNG holding text",
+        with_image("data:image/png;base64,aGVsbG8="),
+        400,
+        "messages.0.content.0.url",
+        "not a image/png image",
+    ),
+    (
+        "data URL broken base64",
+        with_image("data:image/png;base64,iVBOR!!"),
+        400,
+        "messages.0.content.0.url",
+        "not valid base64",
+    ),
+    (
+        "image too large",
+        with_image(
+            "data:image/png;base64,"
+            + base64.b64encode(base64.b64decode(PNG) + b"\0" * 3000).decode()
+        ),
+        400,
+        "messages.0.content.0.url",
+        "exceeds 2048 bytes",
+    ),
+    (
+        "too many images",
+        {"messages": [{"role": "user", "content": [{"type": "image", "url": PNG_URL}] * 4}]},
+        400,
+        "messages.0.content.3",
+        "at most 3 images",
+    ),
+    (
+        "image in an assistant message",
+        {"messages": [ASK, {"role": "assistant", "content": [{"type": "image", "url": PNG_URL}]}]},
+        400,
+        "messages.1.content.0",
+        "only user messages",
+    ),
+    (
+        "reasoning effort and budget",
+        {"messages": [ASK], "reasoning": {"effort": "low", "budget_tokens": 2000}},
+        422,
+        "reasoning",
+        "one of them",
+    ),
+    (
+        "reasoning on a user message",
+        {"messages": [{**ASK, "reasoning": [{"type": "thinking", "text": "x"}]}]},
+        422,
+        "messages.0",
+        "only assistant",
+    ),
+    (
+        "empty user message",
+        {"messages": [{"role": "user", "content": []}]},
+        422,
+        "messages.0",
+        "needs content",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "words"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+async def test_bad_content_is_a_4xx_naming_the_field(
+    serve: Serve,
+    client: httpx.AsyncClient,
+    body: dict[str, Any],
+    status: int,
+    field: str,
+    words: str,
+) -> None:
+    url = serve(create_app(Settings(max_images=3, max_image_bytes=2048)))
+    response = await client.post(f"{url}/chat/stream", json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    if status == 400:
+        assert error["param"] == field
+    else:  # pydantic's shape errors: the field is in the location of one detail
+        assert any(
+            ".".join(map(str, d["loc"][1:])).startswith(field) for d in response.json()["detail"]
+        ), response.json()["detail"]
+    assert words in error["message"], error["message"]
