@@ -31,9 +31,15 @@ logger = logging.getLogger(__name__)
 
 
 def request_id(request: Request) -> str:
-    """Lambda's request id where there is one (it is in every log line too), else a new one."""
-    context = request.scope.get("aws.context")
-    return getattr(context, "aws_request_id", None) or uuid.uuid4().hex
+    """Lambda's request id where there is one (it is in every log line too), else a new one;
+    the same for the whole request."""
+    rid = request.scope.get("streamfn.request_id")
+    if rid is None:
+        context = request.scope.get("aws.context")
+        rid = request.scope["streamfn.request_id"] = (
+            getattr(context, "aws_request_id", None) or uuid.uuid4().hex
+        )
+    return str(rid)
 
 
 def identity(request: Request) -> str | None:

@@ -14,7 +14,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from streamfn.chunks import StreamError
-from streamfn.dialects.native import error_body
 
 
 def error_response(
@@ -32,6 +31,11 @@ def error_response(
     if param is not None:
         error["param"] = param
     return JSONResponse({"error": error, **extra}, status_code=status, headers=headers)
+
+
+def error_body(error: StreamError) -> dict[str, object]:
+    """The JSON describing an error, in an `error` event and in an HTTP error response."""
+    return {"type": error.type, "message": error.message, "retryable": error.retryable}
 
 
 def status_for(error: StreamError) -> int:
@@ -54,15 +58,13 @@ def status_for(error: StreamError) -> int:
             assert_never(error.type)
 
 
-def stream_error_response(error: StreamError) -> JSONResponse:
-    headers = {}
+def retry_headers(error: StreamError) -> dict[str, str]:
+    """`Retry-After` for an error the client may retry after waiting."""
     if error.retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    elif error.type == "rate_limit":
-        headers["Retry-After"] = "1"
-    return JSONResponse(
-        {"error": error_body(error)}, status_code=status_for(error), headers=headers
-    )
+        return {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+    if error.type == "rate_limit":
+        return {"Retry-After": "1"}
+    return {}
 
 
 def _describe(errors: Sequence[Any]) -> str:

@@ -1,4 +1,5 @@
-"""One streamed chat: provider, guard, first-token hold, dialect, SSE framing."""
+"""One chat's response: the guarded chunk stream held until its first chunk, then streamed as a
+dialect's events (or, for clients that asked for one JSON answer, collected whole)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,32 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive
 
-from streamfn.chunks import StreamChunk, StreamError
-from streamfn.dialects import Event
-from streamfn.errors import stream_error_response
-from streamfn.guard import Timeouts, guard
-from streamfn.providers import Provider
+from streamfn.chunks import (
+    Finish,
+    ReasoningEnd,
+    StreamChunk,
+    StreamError,
+    TextDelta,
+    ToolCallEnd,
+)
+from streamfn.content import Reasoning, ToolCall
+from streamfn.dialects import Dialect, Encode, Event
+from streamfn.errors import retry_headers, status_for
 from streamfn.sse import event_stream
-from streamfn.usage import Tally
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# nginx's "client closed request": the status of a request whose client left before an answer.
+# Nobody reads it; the usage record does.
+CLIENT_LEFT = 499
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -27,63 +40,121 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def _first_chunk(
-    chunks: AsyncGenerator[StreamChunk, None], receive: Receive
-) -> StreamChunk | None:
-    """The stream's first chunk, or None if the client left before it came.
-
-    Holding the response until the first chunk lets a failure before any token be a real HTTP
-    status; watching for the disconnect meanwhile keeps a departed client's upstream request
-    from running on until its first token.
-    """
-    first = asyncio.ensure_future(anext(chunks))
+async def _until_disconnect(work: asyncio.Future[T], receive: Receive) -> T | None:
+    """`work`'s result, or None if the client left first (then `work` is cancelled, and the
+    cancellation reaches the provider's generator so that its `finally` runs now)."""
     gone = asyncio.ensure_future(_disconnected(receive))
     try:
-        await asyncio.wait((first, gone), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
     finally:
         gone.cancel()
-        if not first.done():
-            first.cancel()
-            # Let the cancellation reach the provider's generator so its `finally` runs now.
+        if not work.done():
+            work.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await first
-    return first.result() if not first.cancelled() else None
+                await work
+    return work.result() if not work.cancelled() else None
+
+
+def error_response(dialect: Dialect, error: StreamError) -> Response:
+    """A stream that failed before its first byte, as an HTTP status in `dialect`'s shape."""
+    return dialect.error(
+        status_for(error),
+        error.type,
+        error.message,
+        retryable=error.retryable,
+        headers=retry_headers(error),
+    )
 
 
 async def _events(
-    first: StreamChunk,
-    chunks: AsyncGenerator[StreamChunk, None],
-    dialect: Callable[[StreamChunk], tuple[Event, ...]],
+    first: StreamChunk, chunks: AsyncGenerator[StreamChunk, None], encode: Encode
 ) -> AsyncGenerator[Event, None]:
     try:
-        for event in dialect(first):
+        for event in encode(first):
             yield event
         async for chunk in chunks:
-            for event in dialect(chunk):
+            for event in encode(chunk):
                 yield event
     finally:
         await chunks.aclose()
 
 
-async def stream_chat(
-    provider: Provider,
-    tally: Tally,
+async def stream_response(
+    chunks: AsyncGenerator[StreamChunk, None],
     request: Request,
     *,
-    dialect: Callable[[StreamChunk], tuple[Event, ...]],
-    timeouts: Timeouts,
+    dialect: Dialect,
+    encode: Encode,
     retry_ms: int,
     keepalive_s: float,
 ) -> Response:
-    """Stream `tally.request` from `provider` as `dialect`'s events; `tally` sees every chunk
-    go by."""
-    chunks = tally.observe(guard(provider.stream(tally.request), timeouts))
-    first = await _first_chunk(chunks, request.receive)
+    """`chunks` as `encode`'s events, once the first chunk has come.
+
+    Holding the response until the first chunk lets a failure before any token be a real HTTP
+    status; watching for the disconnect meanwhile keeps a departed client's upstream request
+    from running on until its first token.
+    """
+    first = await _until_disconnect(asyncio.ensure_future(anext(chunks)), request.receive)
     if first is None:
         await chunks.aclose()
         logger.info("client left before the first token")
-        return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+        return Response(status_code=CLIENT_LEFT)
     if isinstance(first, StreamError):
         await chunks.aclose()
-        return stream_error_response(first)
-    return event_stream(_events(first, chunks, dialect), retry_ms=retry_ms, keepalive_s=keepalive_s)
+        return error_response(dialect, first)
+    return event_stream(
+        _events(first, chunks, encode),
+        retry_ms=retry_ms,
+        keepalive_s=keepalive_s,
+        headers=dialect.stream_headers,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole answer, for clients that asked for one response rather than a stream."""
+
+    text: str
+    reasoning: tuple[Reasoning, ...]
+    tool_calls: tuple[ToolCall, ...]
+    finish: Finish
+
+
+async def _collect(chunks: AsyncGenerator[StreamChunk, None]) -> Completion | StreamError:
+    text: list[str] = []
+    reasoning: list[Reasoning] = []
+    calls: list[ToolCall] = []
+    async for chunk in chunks:
+        match chunk:
+            case TextDelta():
+                text.append(chunk.text)
+            case ReasoningEnd():
+                reasoning.append(chunk.block)
+            case ToolCallEnd():
+                calls.append(chunk.call)
+            case Finish():
+                return Completion("".join(text), tuple(reasoning), tuple(calls), chunk)
+            case StreamError():
+                return chunk
+    raise AssertionError("a guarded stream ends with a final chunk")
+
+
+async def complete_response(
+    chunks: AsyncGenerator[StreamChunk, None],
+    request: Request,
+    *,
+    dialect: Dialect,
+    render: Callable[[Completion], Response],
+) -> Response:
+    """The whole answer in one response. Nothing is sent before the end, so any failure, even
+    one after the first token, is an HTTP status."""
+    try:
+        result = await _until_disconnect(asyncio.ensure_future(_collect(chunks)), request.receive)
+    finally:
+        await chunks.aclose()
+    if result is None:
+        logger.info("client left before the answer was complete")
+        return Response(status_code=CLIENT_LEFT)
+    if isinstance(result, StreamError):
+        return error_response(dialect, result)
+    return render(result)

@@ -60,7 +60,7 @@ async def test_a_finished_stream_is_recorded_with_the_providers_usage(
     db = tmp_path / "usage.sqlite3"
     url = serve(app_with(db))
     response, events = await stream(
-        client, f"{url}/chat/stream", user("one two three", model="echo-x")
+        client, f"{url}/chat/stream", user("one two three", model="echo")
     )
     assert text_of(events) == "one two three"
     [row] = records(db)
@@ -68,7 +68,7 @@ async def test_a_finished_stream_is_recorded_with_the_providers_usage(
     assert row["identity"] == "127.0.0.1"
     assert (row["provider"], row["model"], row["outcome"], row["status"]) == (
         "echo",
-        "echo-x",
+        "echo",
         "finished",
         200,
     )
@@ -78,6 +78,24 @@ async def test_a_finished_stream_is_recorded_with_the_providers_usage(
     assert row["client_disconnected"] == 0
     assert 0 <= row["ttft_ms"] <= row["duration_ms"]
     assert abs(row["started_at"] - time.time()) < 60
+
+
+async def test_echo_refuses_a_model_it_does_not_have_and_records_nothing(
+    serve: Serve, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    db = tmp_path / "usage.sqlite3"
+    url = serve(app_with(db))
+    response = await client.post(f"{url}/chat/stream", json=user("hi", model="gpt-5"))
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "type": "unknown_model",
+        "message": "echo has no model 'gpt-5'; its models: echo",
+        "retryable": False,
+        "param": "model",
+    }
+    await stream(client, f"{url}/chat/stream", user("then this"))
+    [row] = records(db)  # only the second request reached a provider
+    assert row["model"] == "echo"
 
 
 async def test_an_error_mid_stream_is_recorded_with_estimated_usage(

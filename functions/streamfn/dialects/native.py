@@ -23,9 +23,11 @@ A successful stream is deltas, `usage`, `done`; a failed one is deltas, `error`.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from starlette.responses import Response
 
 from streamfn.chunks import (
     Finish,
@@ -52,6 +54,7 @@ from streamfn.content import (
     image_from_url,
 )
 from streamfn.dialects import Event, dumps
+from streamfn.errors import error_body, error_response
 from streamfn.request import ChatRequest, Limits
 
 # Field constraints shared by the POST body and the GET query, so both reject the same input.
@@ -256,9 +259,27 @@ class ChatQuery(_Strict):
         )
 
 
-def error_body(error: StreamError) -> dict[str, object]:
-    """The JSON describing an error, in an `error` event and in an HTTP error response."""
-    return {"type": error.type, "message": error.message, "retryable": error.retryable}
+class NativeDialect:
+    """Errors as `{"error": {"type", "message", "retryable", "param"?}}`."""
+
+    stream_headers: Mapping[str, str] = {}
+
+    def error(
+        self,
+        status: int,
+        type: str,
+        message: str,
+        *,
+        param: str | None = None,
+        retryable: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        return error_response(
+            status, type, message, param=param, retryable=retryable, headers=headers
+        )
+
+
+DIALECT = NativeDialect()
 
 
 def reasoning_block(block: Reasoning) -> dict[str, object]:

@@ -40,6 +40,7 @@ class ProviderSpec:
     default_model: str
     build: Callable[[], Provider]
     capabilities: Capabilities = field(default_factory=Capabilities)
+    models: tuple[str, ...] | None = None  # the only models it has; None: any it is asked for
 
 
 # What each kind of provider's API can take (see `Capabilities`).
@@ -153,7 +154,7 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
             connect_timeout_s=settings.connect_timeout_s,
         )
 
-    specs = [ProviderSpec("echo", "echo", echo)]
+    specs = [ProviderSpec("echo", "echo", echo, models=("echo",))]
     if settings.openai_api_key or settings.openai_base_url:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         base_url = settings.openai_base_url

@@ -1,0 +1,157 @@
+"""The one request pipeline every client protocol's route goes through.
+
+A route parses its protocol's body; then, the same for all of them: the provider and model are
+resolved, the content admitted (checks that span fields, what the provider can take), the
+provider's stream guarded and tallied, the answer streamed (or collected) in the protocol's
+dialect, and the request's account settled. No route repeats any of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from streamfn.accounting import Accountant, Accounted, identity, request_id
+from streamfn.chunks import StreamChunk
+from streamfn.content import InvalidContent
+from streamfn.dialects import Dialect, Encode
+from streamfn.guard import Timeouts, guard
+from streamfn.providers import ProviderRegistry, ProviderSpec, UnknownProviderError
+from streamfn.request import ChatRequest, Limits, check
+from streamfn.settings import Settings
+from streamfn.streaming import Completion, complete_response, stream_response
+from streamfn.usage import Tally
+
+
+class Refused(Exception):
+    """A request refused before it reaches a provider; the route renders it in its dialect."""
+
+    def __init__(self, status: int, type: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+        self.param = param
+
+    def response(self, dialect: Dialect) -> Response:
+        return dialect.error(self.status, self.type, self.message, param=self.param)
+
+
+def _deadline(request: Request, margin_s: float) -> float | None:
+    """In Lambda, when the stream must have ended: the invocation deadline less a margin.
+
+    Lambda is never told that a function URL's client left, so a stream runs until it ends or
+    the invocation is killed; ending it first leaves time for a `timeout` event and the usage
+    record. The Lambda context is in the scope under Mangum's key, `aws.context`.
+    """
+    context = request.scope.get("aws.context")
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return time.time() + float(remaining()) / 1000 - margin_s
+
+
+class Pipeline:
+    def __init__(
+        self, settings: Settings, registry: ProviderRegistry, accountant: Accountant
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.accountant = accountant
+        self.limits = Limits(
+            max_images=settings.max_images,
+            max_image_bytes=settings.max_image_bytes,
+            max_tokens_cap=settings.max_tokens_cap,
+        )
+
+    def resolve(self, provider: str | None, model: str | None) -> tuple[ProviderSpec, str]:
+        """The provider (the default when None) and the model (its default when None)."""
+        try:
+            spec = self.registry.spec(provider)
+        except UnknownProviderError as exc:
+            raise Refused(400, "unknown_provider", str(exc), "provider") from None
+        model = model or spec.default_model
+        if spec.models is not None and model not in spec.models:
+            raise Refused(
+                400,
+                "unknown_model",
+                f"{spec.name} has no model {model!r}; its models: {', '.join(spec.models)}",
+                "model",
+            )
+        return spec, model
+
+    def route(self, name: str | None) -> tuple[ProviderSpec, str]:
+        """A model name as OpenAI-style clients give it: `provider/model`, a provider's name
+        (its default model), or a bare model (the default provider's). A prefix that names no
+        provider is part of the model's own name (`meta-llama/Llama-3.1-8B` on vLLM)."""
+        if not name:
+            return self.resolve(None, None)
+        names = {spec.name for spec in self.registry.specs}
+        provider, slash, model = name.partition("/")
+        if slash and provider in names:
+            return self.resolve(provider, model or None)
+        if name in names:
+            return self.resolve(name, None)
+        return self.resolve(None, name)
+
+    def admit(self, spec: ProviderSpec, build: Callable[[Limits], ChatRequest]) -> ChatRequest:
+        """The request `build` makes, once it passes every check; else `Refused`, naming the
+        field."""
+        try:
+            chat = build(self.limits)
+            check(chat, self.limits)
+            spec.capabilities.check(chat, spec.name)
+        except InvalidContent as exc:
+            raise Refused(400, "bad_request", exc.message, exc.param) from None
+        return chat
+
+    def _start(
+        self, request: Request, spec: ProviderSpec, chat: ChatRequest
+    ) -> tuple[Tally, AsyncGenerator[StreamChunk, None]]:
+        tally = Tally(request_id(request), identity(request), spec.name, chat)
+        timeouts = Timeouts(
+            first_token_s=self.settings.first_token_timeout_s,
+            idle_s=self.settings.idle_timeout_s,
+            total_s=self.settings.total_timeout_s,
+            deadline=_deadline(request, self.settings.deadline_margin_s),
+        )
+        provider = self.registry.get(spec.name)
+        return tally, tally.observe(guard(provider.stream(chat), timeouts))
+
+    async def stream(
+        self,
+        request: Request,
+        spec: ProviderSpec,
+        chat: ChatRequest,
+        *,
+        dialect: Dialect,
+        encode: Encode,
+    ) -> Response:
+        """`chat`'s answer from `spec`'s provider, streamed as `encode`'s events."""
+        tally, chunks = self._start(request, spec, chat)
+        response = await stream_response(
+            chunks,
+            request,
+            dialect=dialect,
+            encode=encode,
+            retry_ms=self.settings.retry_ms,
+            keepalive_s=self.settings.keepalive_s,
+        )
+        return Accounted(response, tally, self.accountant)
+
+    async def complete(
+        self,
+        request: Request,
+        spec: ProviderSpec,
+        chat: ChatRequest,
+        *,
+        dialect: Dialect,
+        render: Callable[[Completion], Response],
+    ) -> Response:
+        """`chat`'s whole answer in one response, rendered by `render`."""
+        tally, chunks = self._start(request, spec, chat)
+        response = await complete_response(chunks, request, dialect=dialect, render=render)
+        return Accounted(response, tally, self.accountant)
