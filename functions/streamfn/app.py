@@ -13,19 +13,20 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from streamfn import __version__
-from streamfn.accounting import Accountant
-from streamfn.dialects import native
+from streamfn.accounting import Accountant, request_id
+from streamfn.dialects import Dialect, native, openai
 from streamfn.dialects.native import ChatBody, ChatQuery
-from streamfn.errors import on_http_error, on_validation_error
+from streamfn.errors import http_error, on_validation_error, validation_message
 from streamfn.limits import BodySizeLimit
 from streamfn.pipeline import Pipeline, Refused
 from streamfn.providers import ProviderRegistry, ProviderSpec
 from streamfn.providers.registry import builtin_specs, default_provider
 from streamfn.settings import Settings
 from streamfn.stores import open_store
+from streamfn.streaming import Completion
 from streamfn.usage import UsageStore
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,28 @@ logger = logging.getLogger(__name__)
 @cache
 def _demo_page() -> str:
     return (files("streamfn") / "static" / "index.html").read_text(encoding="utf-8")
+
+
+def _dialect(request: Request) -> Dialect:
+    """The protocol of the route `request` was meant for, to answer its errors in kind."""
+    return openai.DIALECT if request.url.path.startswith("/v1/") else native.DIALECT
+
+
+async def on_invalid_body(request: Request, exc: Exception) -> Response:
+    """A body that did not validate: OpenAI's clients get OpenAI's 400, ours a 422 with
+    FastAPI's `detail` list."""
+    assert isinstance(exc, RequestValidationError)
+    dialect = _dialect(request)
+    if dialect is native.DIALECT:
+        return await on_validation_error(request, exc)
+    message, param = validation_message(request, exc.errors())
+    return dialect.error(400, "invalid_request", message, param=param)
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status, type, message = http_error(exc)
+    return _dialect(request).error(status, type, message, headers=exc.headers)
 
 
 def create_app(
@@ -62,8 +85,8 @@ def create_app(
     app = FastAPI(title="streamfn", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.providers = registry
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_invalid_body)
+    app.add_exception_handler(HTTPException, on_http_exception)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
@@ -99,6 +122,47 @@ def create_app(
             # EventSource to stop reconnecting (WHATWG HTML, "event stream interpretation").
             return Response(status_code=204)
         return await native_chat(query.to_body(), request)
+
+    @app.post(
+        "/v1/chat/completions",
+        response_class=Response,
+        tags=["OpenAI API"],
+    )
+    async def openai_chat_completions(body: openai.CompletionBody, request: Request) -> Response:
+        """OpenAI's Chat Completions API, streaming or not. `model` is `provider/model`, a
+        provider's name (its default model), or a model of the default provider."""
+        try:
+            spec, model = pipeline.route(body.model)
+            chat = pipeline.admit(spec, lambda limits: body.to_request(model=model, limits=limits))
+        except Refused as exc:
+            return exc.response(openai.DIALECT)
+        id = f"chatcmpl-{request_id(request)}"
+        if body.stream:
+            include_usage = body.stream_options is not None and body.stream_options.include_usage
+            encode = openai.ChunkEncoder(id=id, model=body.model, include_usage=include_usage)
+            return await pipeline.stream(request, spec, chat, dialect=openai.DIALECT, encode=encode)
+
+        def render(result: Completion) -> Response:
+            return JSONResponse(openai.completion(result, id=id, model=body.model))
+
+        return await pipeline.complete(request, spec, chat, dialect=openai.DIALECT, render=render)
+
+    @app.get("/v1/models", tags=["OpenAI API"])
+    async def openai_models() -> dict[str, Any]:
+        """The configured providers' default models, as `provider/model` ids."""
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": f"{s.name}/{model}",
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": s.name,
+                }
+                for s in registry.specs
+                for model in (s.models or (s.default_model,))
+            ],
+        }
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -67,20 +67,57 @@ def retry_headers(error: StreamError) -> dict[str, str]:
     return {}
 
 
+def _where(error: Any) -> str:
+    return ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query"))
+
+
 def _describe(errors: Sequence[Any]) -> str:
     parts = []
     for error in errors:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query"))
+        where = _where(error)
         parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
     return "; ".join(parts)
 
 
-async def on_validation_error(_request: Request, exc: Exception) -> Response:
+def validation_message(request: Request, errors: Sequence[Any]) -> tuple[str, str | None]:
+    """What is wrong with a body that did not validate, said plainly, and the field at fault.
+
+    FastAPI's own words for a body that is not JSON at all ("31: JSON decode error", "Input
+    should be a valid dictionary") do not say what to do; these do.
+    """
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        position = first["loc"][-1]
+        reason = (first.get("ctx") or {}).get("error") or "it does not parse"
+        return (
+            f"the body is not valid JSON: {reason} at character {position} (counting from 0)",
+            None,
+        )
+    if tuple(first.get("loc", ())) == ("body",):
+        content_type = request.headers.get("content-type")
+        if not content_type or "json" not in content_type:
+            return (
+                "the body must be JSON, sent with content-type: application/json (this "
+                f"request's content-type is {content_type or 'missing'})",
+                None,
+            )
+        if first.get("type") == "missing":
+            return "the body is empty: send a JSON object", None
+        return "the body must be a JSON object", None
+    return _describe(errors), _where(first) or None
+
+
+async def on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    message, param = validation_message(request, exc.errors())
     # FastAPI's `detail` list is kept for clients that read it; `input` is dropped so a rejected
     # body (which may be large, or hold a secret) is not echoed back.
     detail = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
-    return error_response(422, HTTP_ERROR_TYPES[422], _describe(exc.errors()), detail=detail)
+    return error_response(422, HTTP_ERROR_TYPES[422], message, param=param, detail=detail)
+
+
+# What Starlette says of a body that `json.loads` cannot even decode (not UTF-8).
+UNREADABLE_BODY = "There was an error parsing the body"
 
 
 # Error types of responses that are not about a provider (those come from `status_for`). Spelt
@@ -94,11 +131,9 @@ HTTP_ERROR_TYPES = {
 }
 
 
-async def on_http_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return error_response(
-        exc.status_code,
-        HTTP_ERROR_TYPES.get(exc.status_code, "http_error"),
-        str(exc.detail) if exc.detail else HTTPStatus(exc.status_code).phrase,
-        headers=exc.headers,
-    )
+def http_error(exc: HTTPException) -> tuple[int, str, str]:
+    """The status, error type and message of an HTTP error raised by routing or body reading."""
+    if exc.status_code == 400 and exc.detail == UNREADABLE_BODY:
+        return 422, HTTP_ERROR_TYPES[422], "the body is not JSON: it is not even valid UTF-8"
+    message = str(exc.detail) if exc.detail else HTTPStatus(exc.status_code).phrase
+    return exc.status_code, HTTP_ERROR_TYPES.get(exc.status_code, "http_error"), message

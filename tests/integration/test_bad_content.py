@@ -250,3 +250,40 @@ async def test_bad_content_is_a_4xx_naming_the_field(
             ".".join(map(str, d["loc"][1:])).startswith(field) for d in response.json()["detail"]
         ), response.json()["detail"]
     assert words in error["message"], error["message"]
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "message"),
+    [
+        (b'{"messages": "\xff"}', "application/json", "not even valid UTF-8"),
+        (
+            b'{"messages": [{"role": "user" "content": "x"}]}',
+            "application/json",
+            "the body is not valid JSON: Expecting ',' delimiter at character 30 (counting from 0)",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "x"}]}',
+            "text/plain",
+            "content-type: application/json (this request's content-type is text/plain)",
+        ),
+        (b"", "application/json", "the body is empty"),
+        (b"[1, 2]", "application/json", "must be a JSON object"),
+    ],
+    ids=["not UTF-8", "JSON syntax", "text/plain", "empty", "not an object"],
+)
+async def test_a_body_that_is_not_json_says_what_to_do(
+    serve: Serve, client: httpx.AsyncClient, content: bytes, content_type: str, message: str
+) -> None:
+    url = serve(create_app(Settings()))
+    response = await client.post(
+        f"{url}/chat/stream", content=content, headers={"content-type": content_type}
+    )
+    assert response.status_code == 422
+    assert message in response.json()["error"]["message"]
+    # The OpenAI API answers the same in OpenAI's shape, as a 400.
+    response = await client.post(
+        f"{url}/v1/chat/completions", content=content, headers={"content-type": content_type}
+    )
+    assert response.status_code == (422 if b"\xff" in content else 400)
+    assert message in response.json()["error"]["message"]
+    assert {"message", "type", "param", "code"} <= response.json()["error"].keys()
