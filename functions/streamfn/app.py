@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 
 
 @cache
-def _demo_page() -> str:
-    return (files("streamfn") / "static" / "index.html").read_text(encoding="utf-8")
+def _static(name: str) -> str:
+    return (files("streamfn") / "static" / name).read_text(encoding="utf-8")
 
 
 def _dialect(request: Request) -> Dialect:
@@ -195,6 +195,11 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def demo_page() -> HTMLResponse:
-        return HTMLResponse(_demo_page())
+        return HTMLResponse(_static("index.html"))
+
+    @app.get("/streamfn.js", include_in_schema=False)
+    async def javascript_client() -> Response:
+        """streamfn's JavaScript client, an ES module (see README, "JavaScript client")."""
+        return Response(_static("streamfn.js"), media_type="text/javascript; charset=utf-8")
 
     return app

@@ -68,3 +68,38 @@ def test_openai_npm_sdk(serve: Serve) -> None:
 
 def test_ai_sdk_openai_compatible_provider_with_stream_text(serve: Serve) -> None:
     assert node("openai_compatible.mjs", serve(echo_app()))["ok"] is True
+
+
+@pytest.mark.parametrize("binary", [Path("node"), NODE22], ids=["system node", "node 22"])
+def test_the_javascript_client(serve: Serve, binary: Path) -> None:
+    """streamfn.js in Node: iterator, callbacks, a tool round trip, abort, errors, parsing."""
+    broken = serve(
+        create_app(
+            Settings(usage_records=False),
+            providers=[
+                spec(
+                    Scripted(
+                        TextDelta("partial"), StreamError("upstream_unavailable", "it broke", True)
+                    )
+                )
+            ],
+        )
+    )
+    result = node("streamfn_client.mjs", serve(echo_app()), broken, binary=binary)
+    assert result["ok"] is True
+
+
+def test_eventsource_package_on_the_get_route(serve: Serve) -> None:
+    # A short reconnect hint: EventSource waits that long before asking again.
+    assert node("eventsource.mjs", serve(echo_app(retry_ms=100)))["ok"] is True
+
+
+async def test_the_client_is_served_as_a_module(serve: Serve) -> None:
+    import httpx
+
+    url = serve(echo_app())
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{url}/streamfn.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert "export function chat(" in response.text
