@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from streamfn.errors import http_error, on_validation_error, validation_message
 from streamfn.limits import BodySizeLimit
 from streamfn.pipeline import Pipeline, Refused
 from streamfn.providers import ProviderRegistry, ProviderSpec
-from streamfn.providers.registry import builtin_specs, default_provider
+from streamfn.providers.registry import builtin_specs, default_provider, unreachable
 from streamfn.settings import Settings
 from streamfn.stores import open_store
 from streamfn.streaming import Completion
@@ -35,6 +36,10 @@ logger = logging.getLogger(__name__)
 @cache
 def _static(name: str) -> str:
     return (files("streamfn") / "static" / name).read_text(encoding="utf-8")
+
+
+async def _unchecked() -> None:
+    return None
 
 
 def _dialect(request: Request) -> Dialect:
@@ -185,13 +190,22 @@ def create_app(
 
     @app.get("/providers")
     async def list_providers() -> dict[str, Any]:
-        """The configured providers, their default models, and the default provider."""
-        return {
-            "default": registry.default,
-            "providers": [
-                {"name": s.name, "default_model": s.default_model} for s in registry.specs
-            ],
-        }
+        """The configured providers, their default models, and the default provider.
+
+        `reachable` is false (with a `detail`) for a provider at an address of its own where
+        nothing answers, like an Ollama that is not running; null where it is not checked."""
+        specs = registry.specs
+        found = await asyncio.gather(
+            *(unreachable(s.address) if s.address else _unchecked() for s in specs)
+        )
+        listed = []
+        for spec, why in zip(specs, found, strict=True):
+            entry: dict[str, Any] = {"name": spec.name, "default_model": spec.default_model}
+            entry["reachable"] = None if spec.address is None else why is None
+            if why:
+                entry["detail"] = why
+            listed.append(entry)
+        return {"default": registry.default, "providers": listed}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def demo_page() -> HTMLResponse:

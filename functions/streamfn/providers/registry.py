@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -41,6 +43,26 @@ class ProviderSpec:
     build: Callable[[], Provider]
     capabilities: Capabilities = field(default_factory=Capabilities)
     models: tuple[str, ...] | None = None  # the only models it has; None: any it is asked for
+    address: str | None = None  # a URL of its own to probe for reachability (Ollama, vLLM)
+
+
+async def unreachable(url: str, timeout_s: float = 0.5) -> str | None:
+    """Why nothing can be reached at `url`'s host and port, or None when something answers.
+
+    A TCP connect only: it tells "nothing listens there" (the usual case of an Ollama that is
+    not running) from "something does", without a request that could cost anything."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return f"nothing answers at {host}:{port}"
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
 
 
 # What each kind of provider's API can take (see `Capabilities`).
@@ -165,13 +187,30 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
                 settings.openai_model,
                 openai_chat("openai", key, base_url, param),
                 OPENAI_CAPABILITIES,
+                address=base_url,
             )
         )
     if settings.anthropic_api_key or settings.anthropic_base_url:
         specs.append(
-            ProviderSpec("anthropic", settings.anthropic_model, anthropic, ANTHROPIC_CAPABILITIES)
+            ProviderSpec(
+                "anthropic",
+                settings.anthropic_model,
+                anthropic,
+                ANTHROPIC_CAPABILITIES,
+                address=settings.anthropic_base_url,
+            )
         )
-    specs.append(ProviderSpec("ollama", settings.ollama_model, ollama, OLLAMA_CAPABILITIES))
+    from streamfn.providers.ollama_chat import base_url as ollama_url
+
+    specs.append(
+        ProviderSpec(
+            "ollama",
+            settings.ollama_model,
+            ollama,
+            OLLAMA_CAPABILITIES,
+            address=ollama_url(settings.ollama_host),
+        )
+    )
     for compatible in settings.openai_compatible:
         key = os.environ.get(compatible.api_key_env) if compatible.api_key_env else None
         specs.append(
@@ -180,6 +219,7 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
                 compatible.default_model,
                 openai_chat(compatible.name, key, compatible.base_url, compatible.max_tokens_param),
                 OPENAI_CAPABILITIES,
+                address=compatible.base_url,
             )
         )
     return specs
