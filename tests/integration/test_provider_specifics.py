@@ -122,7 +122,9 @@ async def test_named_openai_compatible_provider_from_settings(
         )
         url = serve(create_app())
         providers = (await client.get(f"{url}/providers")).json()["providers"]
-        assert {"name": "groq", "default_model": "llama-3.1-8b-instant"} in providers
+        # Its fake upstream listens: it is reachable.
+        groq = {"name": "groq", "default_model": "llama-3.1-8b-instant", "reachable": True}
+        assert groq in providers
         _, events = await stream(
             client, f"{url}/chat/stream", user("x", provider="groq", max_tokens=9)
         )

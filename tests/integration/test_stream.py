@@ -274,20 +274,26 @@ async def test_bad_get_input(
 
 
 async def test_health_providers_and_demo_page(serve: Serve, client: httpx.AsyncClient) -> None:
-    url = serve(echo_app())
+    # Port 9 (discard): nothing listens there, so Ollama is reported unreachable.
+    url = serve(create_app(Settings(ollama_host="127.0.0.1:9")))
     assert (await client.get(f"{url}/healthz")).json() == {"status": "ok"}
     assert (await client.get(f"{url}/providers")).json() == {
         "default": "echo",
         "providers": [
-            {"name": "echo", "default_model": "echo"},
-            {"name": "ollama", "default_model": "llama3.2"},
+            {"name": "echo", "default_model": "echo", "reachable": None},
+            {
+                "name": "ollama",
+                "default_model": "llama3.2",
+                "reachable": False,
+                "detail": "nothing answers at 127.0.0.1:9",
+            },
         ],
     }
     page = await client.get(f"{url}/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert 'id="stop"' in page.text
-    assert "chat/stream" in page.text
+    assert "streamfn.js" in page.text
     missing = await client.get(f"{url}/nowhere")
     assert missing.status_code == 404
     assert missing.json()["error"]["type"] == "not_found"
