@@ -32,6 +32,11 @@ from urllib.parse import parse_qsl
 import h11
 import uvicorn
 
+if __package__:
+    from local.url_cors import UrlCors
+else:  # run as a script: python local/lambda_emulator.py
+    from url_cors import UrlCors  # type: ignore[no-redef]
+
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = ROOT / "functions" / "bootstrap"
 API = "/2018-06-01/runtime"
@@ -73,6 +78,7 @@ class Record:
     trailers: dict[str, dict[str, str]] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     runtime_starts: int = 0
+    preflights: int = 0  # answered by the URL's CORS settings, without an invocation
     logs: list[str] = field(default_factory=list)
     trace_ids: dict[str, str] = field(default_factory=dict)  # request id -> X-Ray header
 
@@ -151,8 +157,10 @@ class Emulator:
         timeout_s: float = 300,
         bootstrap: Path = BOOTSTRAP,
         echo_logs: bool = False,
+        cors: UrlCors | None = None,
     ) -> None:
         self.env = dict(env or {})
+        self.cors = cors  # the URL's CORS settings; None: the function's headers pass as sent
         self.timeout_s = timeout_s
         self.bootstrap = bootstrap
         self.echo_logs = echo_logs
@@ -258,6 +266,19 @@ class Emulator:
             if not message.get("more_body"):
                 break
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        if self.cors is not None and scope["method"] == "OPTIONS":
+            answer = self.cors.preflight(headers)
+            if answer is not None:  # the URL answers preflights; the function never sees them
+                self.record.preflights += 1
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(k.encode(), v.encode()) for k, v in answer],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b""})
+                return
         event = function_url_event(
             scope["method"],
             scope["raw_path"].decode() if scope.get("raw_path") else scope["path"],
@@ -275,11 +296,13 @@ class Emulator:
         self._by_id[invocation.request_id] = invocation
         await self._pending.put(invocation)
         try:
-            await self._relay(invocation, send)
+            await self._relay(invocation, send, headers)
         finally:
             self._by_id.pop(invocation.request_id, None)
 
-    async def _relay(self, invocation: Invocation, send: Any) -> None:
+    async def _relay(
+        self, invocation: Invocation, send: Any, request_headers: Mapping[str, str]
+    ) -> None:
         started = False
         while True:
             remaining = invocation.deadline_ms / 1000 - time.time()
@@ -292,9 +315,10 @@ class Emulator:
                 await self.start_runtime()
                 kind, value = "error", {"errorType": "Sandbox.Timedout"}
             if kind == "prelude":
-                headers = [
-                    (k.encode(), str(v).encode()) for k, v in value.get("headers", {}).items()
-                ]
+                pairs = [(k, str(v)) for k, v in value.get("headers", {}).items()]
+                if self.cors is not None:
+                    pairs = self.cors.response_headers(request_headers, pairs)
+                headers = [(k.encode(), v.encode()) for k, v in pairs]
                 headers += [(b"set-cookie", c.encode()) for c in value.get("cookies", [])]
                 await send(
                     {
@@ -586,7 +610,11 @@ async def _main() -> None:
     timeout_s = float(os.environ.get("STREAMFN_LAMBDA_TIMEOUT_S", "300"))
     env_file = os.environ.get("ENV_JSON")
     env = env_json(Path(env_file)) if env_file else {}
-    emulator = Emulator(timeout_s=timeout_s, echo_logs=True, env=env)
+    # The URL's CORS as template.yaml configures it; CORS_ALLOWED_ORIGINS stands for the
+    # CorsAllowedOrigins parameter a deploy would be given.
+    origins = os.environ.get("CORS_ALLOWED_ORIGINS")
+    cors = UrlCors.from_template(parameters={"CorsAllowedOrigins": origins} if origins else {})
+    emulator = Emulator(timeout_s=timeout_s, echo_logs=True, env=env, cors=cors)
     await emulator.start(port=port, host=host)
     sys.stderr.write(
         f"streamfn: Lambda function URL emulator at http://{host}:{port}/ "

@@ -98,7 +98,8 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["content-type", "authorization", "last-event-id"],
+            allow_headers=["content-type", "authorization", "x-api-key", "last-event-id"],
+            expose_headers=["x-request-id"],
         )
 
     pipeline = Pipeline(settings, registry, accountant)

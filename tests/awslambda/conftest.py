@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from local.lambda_emulator import EmulatorThread
+from local.url_cors import UrlCors
 
 ROOT = Path(__file__).parents[2]
 
@@ -17,12 +18,12 @@ def emulator() -> Iterator[Callable[..., EmulatorThread]]:
     """`emulator(timeout_s=..., **env)`: a function URL on loopback running functions/bootstrap."""
     started: list[EmulatorThread] = []
 
-    def start(timeout_s: float = 60, **env: str) -> EmulatorThread:
+    def start(timeout_s: float = 60, cors: UrlCors | None = None, **env: str) -> EmulatorThread:
         # The child imports test apps from this checkout; STREAMFN_ settings of the developer's
         # shell are not passed on, so that tests see the defaults.
         base: dict[str, str | None] = {k: None for k in os.environ if k.startswith("STREAMFN_")}
         full_env: dict[str, Any] = {**base, "PYTHONPATH": str(ROOT), **env}
-        thread = EmulatorThread(env=full_env, timeout_s=timeout_s).__enter__()
+        thread = EmulatorThread(env=full_env, timeout_s=timeout_s, cors=cors).__enter__()
         started.append(thread)
         return thread
 
