@@ -4,29 +4,37 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 PORT ?= 8000
+# uv installs the venvs: about four times faster than pip on a fresh clone (measured: 4 s against
+# 18 s for `make run`'s packages). It comes from PyPI itself, into .tools/uv, by the machine's pip.
+UV_DIR := .tools/uv
+UV := $(UV_DIR)/bin/uv
+INSTALL = $(UV) pip install --quiet --python
 
 
 .PHONY: bench build deploy lock-layer run run-lambda test lint typecheck unit install system-deps clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+$(UV):
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(UV_DIR) uv
+
+# --seed: pip in the venv too, for `make lock-layer`'s resolver.
+$(BIN)/python: | $(UV)
+	$(UV) venv --quiet --seed --python $(PYTHON) $(VENV)
 
 $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[local]'
+	$(INSTALL) $(BIN)/python -e '.[local]'
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[dev]'
+	$(INSTALL) $(BIN)/python -e '.[dev]'
 	touch $@ $(VENV)/.run-installed
 
 # The AWS SAM CLI in a venv of its own (its pins clash with the app's); its wheel carries AWS's
 # Runtime Interface Emulator, which the conformance tests run.
 SAM_VENV := .tools/sam
-$(SAM_VENV)/.installed:
-	$(PYTHON) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check aws-sam-cli
+$(SAM_VENV)/.installed: | $(UV)
+	$(UV) venv --quiet --seed --python $(PYTHON) $(SAM_VENV)
+	$(INSTALL) $(SAM_VENV)/bin/python aws-sam-cli
 	touch $@
 
 # Node packages the client tests run as themselves (tests/node/package-lock.json): the `ai`

@@ -27,9 +27,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     app = create_app()
     shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
     sys.stderr.write(
-        f"streamfn: demo page at http://{shown}:{port}/ "
-        f"(default provider: {app.state.providers.default}; Ctrl+C to stop)\n"
+        f"streamfn: chat page at {base}/ (default provider: {app.state.providers.default})\n"
+        f"          OpenAI API at {base}/v1, AI SDK stream at {base}/api/chat, "
+        f"API docs at {base}/docs; Ctrl+C to stop\n"
     )
     # Long-lived streams should not hold up a restart for long.
     uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=5, log_level="info")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -17,12 +18,17 @@ from starlette.types import ASGIApp
 pytest_plugins = ["tests.fakes.aws"]  # the `moto` fixture
 
 
+_SCRATCH = Path(tempfile.mkdtemp(prefix="streamfn-tests-"))
+
+
 def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001
     # Apps built with default settings keep usage records in a file under the user's home; the
     # tests' records (servers started in subprocesses too) go to a throwaway directory instead.
-    os.environ["STREAMFN_USAGE_DB"] = str(
-        Path(tempfile.mkdtemp(prefix="streamfn-tests-")) / "usage.sqlite3"
-    )
+    os.environ["STREAMFN_USAGE_DB"] = str(_SCRATCH / "usage.sqlite3")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:  # noqa: ARG001
+    shutil.rmtree(_SCRATCH, ignore_errors=True)
 
 
 class ServerThread:

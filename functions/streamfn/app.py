@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -22,6 +23,7 @@ from streamfn.dialects import Dialect, aisdk, native, openai
 from streamfn.dialects.native import ChatBody, ChatQuery
 from streamfn.errors import http_error, on_validation_error, validation_message
 from streamfn.limits import BodySizeLimit
+from streamfn.openapi import OptionsAllow, responses
 from streamfn.pipeline import Pipeline, Refused
 from streamfn.providers import ProviderRegistry, ProviderSpec
 from streamfn.providers.registry import builtin_specs, default_provider, unreachable
@@ -87,11 +89,19 @@ def create_app(
             finally:
                 await accountant.aclose()
 
-    app = FastAPI(title="streamfn", version=__version__, lifespan=lifespan)
+    # FastAPIOffline serves Swagger UI's and ReDoc's files itself: /docs works with no network.
+    app = FastAPIOffline(
+        title="streamfn",
+        version=__version__,
+        lifespan=lifespan,
+        description="Stream LLM responses token by token over Server-Sent Events: streamfn's "
+        "own events, OpenAI's Chat Completions API, and the Vercel AI SDK's UI message stream.",
+    )
     app.state.settings = settings
     app.state.providers = registry
     app.add_exception_handler(RequestValidationError, on_invalid_body)
     app.add_exception_handler(HTTPException, on_http_exception)
+    app.add_middleware(OptionsAllow, router=app.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
@@ -114,12 +124,25 @@ def create_app(
             request, spec, chat, dialect=native.DIALECT, encode=native.events
         )
 
-    @app.post("/chat/stream", response_class=Response)
+    @app.post(
+        "/chat/stream",
+        response_class=Response,
+        responses=responses(stream="text/event-stream"),
+        tags=["streamfn"],
+    )
     async def chat_stream_post(body: ChatBody, request: Request) -> Response:
         """Stream a chat completion as Server-Sent Events."""
         return await native_chat(body, request)
 
-    @app.get("/chat/stream", response_class=Response)
+    @app.get(
+        "/chat/stream",
+        response_class=Response,
+        responses={
+            **responses(stream="text/event-stream"),
+            204: {"description": "An EventSource reconnecting (Last-Event-ID): stop"},
+        },
+        tags=["streamfn"],
+    )
     async def chat_stream_get(query: Annotated[ChatQuery, Query()], request: Request) -> Response:
         """The same stream for `EventSource`, which can only GET."""
         if "last-event-id" in request.headers:
@@ -132,6 +155,7 @@ def create_app(
     @app.post(
         "/v1/chat/completions",
         response_class=Response,
+        responses=responses(stream="text/event-stream", openai=True, json_too=True),
         tags=["OpenAI API"],
     )
     async def openai_chat_completions(body: openai.CompletionBody, request: Request) -> Response:
@@ -170,7 +194,12 @@ def create_app(
             ],
         }
 
-    @app.post("/api/chat", response_class=Response, tags=["Vercel AI SDK"])
+    @app.post(
+        "/api/chat",
+        response_class=Response,
+        responses=responses(stream="text/event-stream"),
+        tags=["Vercel AI SDK"],
+    )
     async def aisdk_chat(body: aisdk.ChatBody, request: Request) -> Response:
         """The AI SDK's UI message stream, for `useChat` and its `DefaultChatTransport`."""
         try:

@@ -38,7 +38,7 @@ def test_local_server_prints_its_url_streams_with_echo_and_keeps_usage(tmp_path:
         assert proc.stderr is not None
         # The URL is the first line, printed before uvicorn starts listening.
         first_line = proc.stderr.readline()
-        match = re.search(r"demo page at (http://\S+)", first_line)
+        match = re.search(r"chat page at (http://\S+/) ", first_line)
         assert match, first_line
         url = match.group(1)
         deadline = time.monotonic() + 20

@@ -371,3 +371,42 @@ async def test_provider_bug_mid_stream_is_logged_and_an_error_event(
     assert error["type"] == "internal"
     assert "secret-ish" not in error["message"]
     assert any(r.exc_info and "secret-ish detail" in str(r.exc_info[1]) for r in caplog.records)
+
+
+async def test_openapi_documents_statuses_and_media_types(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    url = serve(echo_app())
+    document = (await client.get(f"{url}/openapi.json")).json()
+    for path, method in [
+        ("/chat/stream", "post"),
+        ("/chat/stream", "get"),
+        ("/api/chat", "post"),
+        ("/v1/chat/completions", "post"),
+    ]:
+        operation = document["paths"][path][method]
+        statuses = set(operation["responses"])
+        assert {"200", "400", "413", "429", "502", "503", "504"} <= statuses, (path, statuses)
+        assert "text/event-stream" in operation["responses"]["200"]["content"]
+    completions = document["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert "application/json" in completions["200"]["content"]
+    assert "422" not in completions  # OpenAI answers a malformed body with 400
+    assert "422" in document["paths"]["/chat/stream"]["post"]["responses"]
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/chat/stream", "GET, OPTIONS, POST"),
+        ("/v1/chat/completions", "OPTIONS, POST"),
+        ("/api/chat", "OPTIONS, POST"),
+        ("/v1/models", "GET, OPTIONS"),
+    ],
+)
+async def test_options_lists_the_methods(
+    serve: Serve, client: httpx.AsyncClient, path: str, allow: str
+) -> None:
+    url = serve(echo_app())
+    response = await client.options(f"{url}{path}")
+    assert response.status_code == 204
+    assert response.headers["allow"] == allow
