@@ -51,9 +51,11 @@ run: $(VENV)/.run-installed
 	PORT=$(PORT) $(BIN)/python local/serve.py
 
 # The same app behind a local Lambda function URL: functions/bootstrap under the emulator.
-# ENV_JSON=infra/env.json passes the variables of a `sam local --env-vars` file.
+# ENV_JSON=infra/env.json passes the variables of a `sam local --env-vars` file;
+# CORS_ALLOWED_ORIGINS=... stands for the template's CorsAllowedOrigins parameter.
 run-lambda: $(VENV)/.dev-installed
-	PORT=$${PORT:-9000} ENV_JSON=$(ENV_JSON) $(BIN)/python local/lambda_emulator.py
+	PORT=$${PORT:-9000} ENV_JSON=$(ENV_JSON) CORS_ALLOWED_ORIGINS=$(CORS_ALLOWED_ORIGINS) \
+		$(BIN)/python local/lambda_emulator.py
 
 # Debian packages some tests drive: chromium (the browser tests; Playwright downloads no browser)
 # and nginx (the self-hosting site in infra/nginx). Installed when missing and we are root.

@@ -46,7 +46,15 @@ async def _unchecked() -> None:
 
 def _dialect(request: Request) -> Dialect:
     """The protocol of the route `request` was meant for, to answer its errors in kind."""
-    return openai.DIALECT if request.url.path.startswith("/v1/") else native.DIALECT
+    return _dialect_of(request.url.path)
+
+
+def _dialect_of(path: str) -> Dialect:
+    return openai.DIALECT if path.startswith("/v1/") else native.DIALECT
+
+
+def _refusal(path: str, status: int, type: str, message: str) -> Response:
+    return _dialect_of(path).error(status, type, message)
 
 
 async def on_invalid_body(request: Request, exc: Exception) -> Response:
@@ -102,7 +110,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, on_invalid_body)
     app.add_exception_handler(HTTPException, on_http_exception)
     app.add_middleware(OptionsAllow, router=app.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, render=_refusal)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

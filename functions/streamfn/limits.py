@@ -7,10 +7,13 @@ chunked body is counted as it arrives.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streamfn.errors import HTTP_ERROR_TYPES, error_response
+from streamfn.errors import HTTP_ERROR_TYPES
 
 
 def _too_large(max_bytes: int) -> str:
@@ -18,9 +21,14 @@ def _too_large(max_bytes: int) -> str:
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    """`render(path, status, type, message)` makes the refusal in the protocol of `path`."""
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, render: Callable[[str, int, str, str], Response]
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.render = render
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -28,7 +36,9 @@ class BodySizeLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                response = error_response(413, HTTP_ERROR_TYPES[413], _too_large(self.max_bytes))
+                response = self.render(
+                    scope["path"], 413, HTTP_ERROR_TYPES[413], _too_large(self.max_bytes)
+                )
                 await response(scope, receive, send)
                 return
         received = 0

@@ -398,3 +398,12 @@ def test_usage_in_a_finish_chunk_counts_reasoning_and_cache(
     assert usage.prompt_tokens_details.cached_tokens == 6
     assert usage.completion_tokens_details is not None
     assert usage.completion_tokens_details.reasoning_tokens == 2
+
+
+def test_a_body_over_the_limit_is_a_413_the_sdk_types(serve: Serve, sync_client: Sync) -> None:
+    client = sync_client(serve(echo_app(max_body_bytes=300)))
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="echo", messages=user("x" * 400))
+    assert caught.value.status_code == 413
+    assert caught.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "STREAMFN_MAX_BODY_BYTES" in caught.value.body["message"]  # type: ignore[index]

@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import Response
 
 from streamfn.chunks import (
     Finish,
@@ -47,11 +46,11 @@ from streamfn.content import (
     image_from_url,
 )
 from streamfn.dialects import Event, dumps
-from streamfn.dialects.native import DIALECT as NATIVE
 from streamfn.dialects.native import (
     MaxTokens,
     ModelName,
     NamedToolIn,
+    NativeDialect,
     ProviderName,
     ReasoningOptionIn,
     Temperature,
@@ -329,25 +328,11 @@ class PartEncoder:
         return out
 
 
-class AISDKDialect:
+class AISDKDialect(NativeDialect):
     """Errors before the stream are native JSON bodies: the transport throws with the body's
     text as the message, which then names the type and the field."""
 
     stream_headers: Mapping[str, str] = HEADERS
-
-    def error(
-        self,
-        status: int,
-        type: str,
-        message: str,
-        *,
-        param: str | None = None,
-        retryable: bool = False,
-        headers: Mapping[str, str] | None = None,
-    ) -> Response:
-        return NATIVE.error(
-            status, type, message, param=param, retryable=retryable, headers=headers
-        )
 
 
 DIALECT = AISDKDialect()
