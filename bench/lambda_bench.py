@@ -17,6 +17,7 @@ import httpx
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["STREAMFN_ECHO_DELAY_MS"] = "0"
+os.environ["STREAMFN_AUTH"] = "none"  # Lambda's default is api_key; this measures the runtime
 
 from local.lambda_emulator import EmulatorThread  # noqa: E402
 from streamfn.app import create_app  # noqa: E402

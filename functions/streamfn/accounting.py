@@ -43,8 +43,12 @@ def request_id(request: Request) -> str:
 
 
 def identity(request: Request) -> str | None:
-    """Who called, as far as the platform vouches for it: the IAM principal of a function URL
-    with AWS_IAM auth, the caller or API key of a REST API, else the client's address."""
+    """Who called: the API key (`key:<id>`) streamfn's gate admitted, else what the platform
+    vouches for (the IAM principal of a function URL with AWS_IAM auth, the caller or API key of
+    a REST API), else the client's address."""
+    admitted = request.scope.get("streamfn.identity")
+    if admitted is not None:
+        return str(admitted.id)
     event: dict[str, Any] = request.scope.get("aws.event") or {}
     context = event.get("requestContext") or {}
     iam = ((context.get("authorizer") or {}).get("iam")) or {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from functools import cache
 from importlib.resources import files
@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from streamfn import __version__
 from streamfn.accounting import Accountant, request_id
+from streamfn.auth import AuthMiddleware, open_gate
 from streamfn.dialects import Dialect, aisdk, native, openai
 from streamfn.dialects.native import ChatBody, ChatQuery
 from streamfn.errors import http_error, on_validation_error, validation_message
@@ -53,8 +54,15 @@ def _dialect_of(path: str) -> Dialect:
     return openai.DIALECT if path.startswith("/v1/") else native.DIALECT
 
 
-def _refusal(path: str, status: int, type: str, message: str) -> Response:
-    return _dialect_of(path).error(status, type, message)
+def _refusal(
+    path: str, status: int, type: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    return _dialect_of(path).error(status, type, message, headers=headers)
+
+
+def _spends(path: str) -> bool:
+    """The routes that reach a provider (and /v1/models, as OpenAI's API asks a key for it)."""
+    return path in ("/chat/stream", "/api/chat") or path.startswith("/v1/")
 
 
 async def on_invalid_body(request: Request, exc: Exception) -> Response:
@@ -86,6 +94,7 @@ def create_app(
     specs = list(providers) if providers is not None else builtin_specs(settings)
     registry = ProviderRegistry(specs, default=default_provider(settings, specs))
     accountant = Accountant(settings, usage_store or open_store(settings))
+    gate = open_gate(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -95,7 +104,10 @@ def create_app(
             try:
                 await registry.aclose()
             finally:
-                await accountant.aclose()
+                try:
+                    await accountant.aclose()
+                finally:
+                    await gate.aclose()
 
     # FastAPIOffline serves Swagger UI's and ReDoc's files itself: /docs works with no network.
     app = FastAPIOffline(
@@ -111,6 +123,7 @@ def create_app(
     app.add_exception_handler(HTTPException, on_http_exception)
     app.add_middleware(OptionsAllow, router=app.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, render=_refusal)
+    app.add_middleware(AuthMiddleware, gate=gate, render=_refusal, protected=_spends)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,13 +1,18 @@
-"""`streamfn usage`: token totals per day, provider and model, from the local usage store."""
+"""The `streamfn` command: `usage` (token totals from the local usage store) and `keys` (API
+keys: create, list, revoke; in the local SQLite file, or the DynamoDB table with --table)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from streamfn.auth import keys
+from streamfn.auth.keys import KeyStore
+from streamfn.auth.stores import DynamoDBKeyStore, SqliteKeyStore
 from streamfn.settings import Settings
 from streamfn.stores import SqliteUsageStore
 
@@ -15,12 +20,13 @@ _HEADER = ("day", "provider", "model", "requests", "input", "output", "estimated
            "cancelled")  # fmt: skip
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def _table(rows: Sequence[tuple[str, ...]], left: int = 3) -> str:
+    """Columns padded to line up; the first `left` to the left, the rest (numbers) right."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
         cells = [
-            cell.ljust(width) if i < 3 else cell.rjust(width)
+            cell.ljust(width) if i < left else cell.rjust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
@@ -54,6 +60,54 @@ def usage(db: Path, days: int | None) -> int:
     return 0
 
 
+def _key_store(args: argparse.Namespace) -> KeyStore:
+    settings = Settings()
+    table = args.table or settings.keys_table
+    return DynamoDBKeyStore(table) if table else SqliteKeyStore(args.db or settings.keys_db)
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    store = _key_store(args)
+    try:
+        if args.action == "create":
+            expires = args.expires_days * 86400 if args.expires_days else None
+            key, record = keys.create(args.name, expires_in_s=expires)
+            await store.put(record)
+            sys.stdout.write(f"{key}\n")
+            sys.stderr.write(
+                f"created key {record.id} ({record.name}): the key above is shown only now; "
+                "keep it secret\n"
+            )
+            return 0
+        if args.action == "revoke":
+            if not await store.revoke(args.id, time.time()):
+                sys.stderr.write(f"no key {args.id} that is not already revoked\n")
+                return 1
+            sys.stdout.write(f"revoked {args.id}\n")
+            return 0
+        rows = [("id", "name", "created", "expires", "state")]
+        now = time.time()
+        for record in await store.all():
+            state = record.usable(now)
+            rows.append(
+                (
+                    record.id,
+                    record.name,
+                    _day(record.created_at),
+                    _day(record.expires_at) if record.expires_at else "never",
+                    "active" if state is None else state.removeprefix("this API key ").rstrip("."),
+                )
+            )
+        sys.stdout.write(_table(rows, left=5) if len(rows) > 1 else "no keys yet\n")
+        return 0
+    finally:
+        await store.aclose()
+
+
+def _day(at: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(at))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="streamfn")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,5 +124,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the SQLite usage file (default: STREAMFN_USAGE_DB, else the server's default)",
     )
     totals.add_argument("--days", type=int, default=None, help="only the last N days")
+    api_keys = commands.add_parser(
+        "keys",
+        help="API keys: create, list, revoke",
+        description="API keys for STREAMFN_AUTH=api_key. Only a hash of each key is stored; "
+        "a new key is printed once. Keys live in the local SQLite file (STREAMFN_KEYS_DB), or "
+        "in the DynamoDB table given by --table or STREAMFN_KEYS_TABLE.",
+    )
+    api_keys.add_argument("--db", type=Path, default=None, help="the SQLite key file")
+    api_keys.add_argument("--table", default=None, help="a DynamoDB table (AWS credentials)")
+    actions = api_keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="make a key and print it, once")
+    create.add_argument("--name", required=True, help="who or what the key is for")
+    create.add_argument("--expires-days", type=float, default=None, help="expire after N days")
+    actions.add_parser("list", help="the keys: id, name, dates, state (never the key)")
+    revoke = actions.add_parser("revoke", help="stop a key from working")
+    revoke.add_argument("id", help="the key's id (the part after sfn_)")
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        sys.exit(asyncio.run(_keys(args)))
     sys.exit(usage(args.db or Settings().usage_db, args.days))
+
+
+if __name__ == "__main__":
+    main()

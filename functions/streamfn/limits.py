@@ -23,9 +23,7 @@ def _too_large(max_bytes: int) -> str:
 class BodySizeLimit:
     """`render(path, status, type, message)` makes the refusal in the protocol of `path`."""
 
-    def __init__(
-        self, app: ASGIApp, *, max_bytes: int, render: Callable[[str, int, str, str], Response]
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, render: Callable[..., Response]) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.render = render

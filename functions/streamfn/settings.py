@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,9 +29,16 @@ def in_lambda() -> bool:
     return "AWS_LAMBDA_FUNCTION_NAME" in os.environ
 
 
+def _data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "streamfn"
+
+
 def _default_usage_db() -> Path:
-    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(data) / "streamfn" / "usage.sqlite3"
+    return _data_dir() / "usage.sqlite3"
+
+
+AUTH_MODES = frozenset({"none", "api_key", "jwt"})
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class Settings(BaseSettings):
@@ -41,6 +48,23 @@ class Settings(BaseSettings):
         env_prefix="STREAMFN_", extra="ignore", frozen=True, populate_by_name=True
     )
 
+    auth: str | None = Field(
+        default=None,
+        description="none, api_key, jwt, or api_key,jwt. Default: none when serving on loopback "
+        "outside Lambda (make run), api_key anywhere else.",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        validation_alias="HOST",
+        description="Where the local server listens (make run); decides the auth default.",
+    )
+    keys_db: Path = Field(
+        default_factory=lambda: _data_dir() / "keys.sqlite3",
+        description="SQLite file of API keys when no DynamoDB table is set.",
+    )
+    keys_table: str | None = Field(
+        default=None, description="DynamoDB table of API keys (the SAM template sets it)."
+    )
     default_provider: str | None = Field(
         default=None,
         description="Provider used when a request names none; by default openai, else "
@@ -140,3 +164,27 @@ class Settings(BaseSettings):
         "line (default elsewhere), or none.",
     )
     metrics_namespace: str = Field(default="streamfn", description="CloudWatch namespace.")
+
+    @field_validator("auth")
+    @classmethod
+    def _known_modes(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        modes = {m.strip() for m in value.split(",") if m.strip()}
+        if not modes or not modes <= AUTH_MODES or ("none" in modes and len(modes) > 1):
+            raise ValueError("STREAMFN_AUTH is none, api_key, jwt, or api_key,jwt")
+        return value
+
+    @staticmethod
+    def lambda_mode() -> bool:
+        return in_lambda()
+
+    def on_loopback(self) -> bool:
+        """Serving only this machine: the local server on a loopback address, not Lambda."""
+        return not in_lambda() and (self.host in LOOPBACK or self.host.startswith("127."))
+
+    def auth_modes(self) -> frozenset[str]:
+        """The auth modes in force: as set, else none on loopback and api_key elsewhere."""
+        if self.auth is None:
+            return frozenset({"none"}) if self.on_loopback() else frozenset({"api_key"})
+        return frozenset(m.strip() for m in self.auth.split(",") if m.strip())

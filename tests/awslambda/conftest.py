@@ -22,7 +22,13 @@ def emulator() -> Iterator[Callable[..., EmulatorThread]]:
         # The child imports test apps from this checkout; STREAMFN_ settings of the developer's
         # shell are not passed on, so that tests see the defaults.
         base: dict[str, str | None] = {k: None for k in os.environ if k.startswith("STREAMFN_")}
-        full_env: dict[str, Any] = {**base, "PYTHONPATH": str(ROOT), **env}
+        # Lambda's default is api_key; these tests are about the runtime, not auth.
+        full_env: dict[str, Any] = {
+            **base,
+            "PYTHONPATH": str(ROOT),
+            "STREAMFN_AUTH": "none",
+            **env,
+        }
         thread = EmulatorThread(env=full_env, timeout_s=timeout_s, cors=cors).__enter__()
         started.append(thread)
         return thread

@@ -45,6 +45,7 @@ def rie() -> Iterator[Start]:
         full_env |= {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "PYTHONPATH": str(ROOT),
+            "STREAMFN_AUTH": "none",  # Lambda's default is api_key; this is about the runtime
             **env,
         }
         # Both addresses on loopback: without them the RIE listens on every interface.

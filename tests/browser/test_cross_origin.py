@@ -87,6 +87,7 @@ def function_url(cors: UrlCors | None, **env: str) -> EmulatorThread:
         "PYTHONPATH": str(ROOT),
         "STREAMFN_ECHO_DELAY_MS": "1",
         "STREAMFN_USAGE_RECORDS": "false",
+        "STREAMFN_AUTH": "none",
         **env,
     }
     return EmulatorThread(env=full_env, timeout_s=30, cors=cors)

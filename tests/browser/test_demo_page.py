@@ -17,6 +17,7 @@ from streamfn.app import create_app
 from streamfn.providers.echo import EchoProvider
 from streamfn.settings import Settings
 from tests.conftest import ServerThread
+from tests.keys import create_key
 from tests.providers import Observed, spec
 
 pytestmark = pytest.mark.browser
@@ -188,3 +189,20 @@ def test_readme_eventsource_snippet_streams_once_and_stops(page: Page) -> None:
     finished = next(line for line in logs if line.startswith("finished:"))
     assert finished == "finished: stop Why is the sky blue?"
     assert len(requests) == 1, requests
+
+
+def test_with_auth_on_the_page_asks_for_a_key_and_uses_it(page: Page, tmp_path: Path) -> None:
+    key, _ = create_key(tmp_path / "keys.sqlite3", "browser")
+    settings = Settings(auth="api_key", keys_db=tmp_path / "keys.sqlite3", usage_records=False)
+    with ServerThread(create_app(settings)) as server:
+        page.goto(server.url + "/")
+        send(page, "no key yet")
+        expect(page.locator(".msg.assistant .error")).to_contain_text("HTTP 401")
+        expect(page.locator("#api-key")).to_be_focused()  # the settings opened on it
+        page.fill("#api-key", key)
+        page.dispatch_event("#api-key", "change")
+        send(page, "with a key")
+        idle(page)
+        expect(page.locator(".msg.assistant .text").last).to_have_text("with a key")
+        page.reload()
+        expect(page.locator("#api-key")).to_have_value(key)  # remembered in this browser

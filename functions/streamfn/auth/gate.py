@@ -1,0 +1,150 @@
+"""The gate: a request's credentials become an `Identity`, or it is refused with a 401 before
+its body is read and long before any provider is called.
+
+Credentials are an API key as `Authorization: Bearer <key>` or `x-api-key: <key>` (what the
+Anthropic SDK sends). In the scope, the identity is under `streamfn.identity` for the rest of
+the request (usage records, logs and limits name the key's id, never the key).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from streamfn.auth import keys
+from streamfn.auth.keys import KeyStore
+from streamfn.auth.stores import DynamoDBKeyStore, SqliteKeyStore
+from streamfn.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SCOPE_KEY = "streamfn.identity"
+CHALLENGE = {"www-authenticate": 'Bearer realm="streamfn"'}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who called: `id` is what records and limits name (`key:<id>`)."""
+
+    id: str
+    name: str | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+
+
+class Unauthorized(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def credential(headers: Mapping[str, str]) -> str | None:
+    """The API key or token a request carries, if any."""
+    authorization = headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("x-api-key") or None
+
+
+class Gate:
+    """Checks credentials against the configured modes."""
+
+    def __init__(self, modes: frozenset[str], store: KeyStore | None) -> None:
+        self.modes = modes
+        self.store = store
+
+    @property
+    def open(self) -> bool:
+        return self.modes == frozenset({"none"})
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Identity | None:
+        """The caller's identity; None when auth is off. `Unauthorized` otherwise."""
+        if self.open:
+            return None
+        token = credential(headers)
+        if token is None:
+            raise Unauthorized(
+                "this server needs an API key: send it as Authorization: Bearer <key> or "
+                "x-api-key (create one with `streamfn keys create`)"
+            )
+        parsed = keys.parse(token)
+        if parsed is None or "api_key" not in self.modes or self.store is None:
+            raise Unauthorized("the API key is not valid")
+        id, secret = parsed
+        record = await self.store.get(id)
+        if record is None or not keys.matches(record, secret):
+            raise Unauthorized("the API key is not valid")
+        if (why := record.usable(time.time())) is not None:
+            raise Unauthorized(why)
+        return Identity(f"key:{record.id}", record.name, record.limits)
+
+    async def aclose(self) -> None:
+        if self.store is not None:
+            await self.store.aclose()
+
+
+def open_gate(settings: Settings) -> Gate:
+    """The gate `settings` ask for, with its key store."""
+    modes = settings.auth_modes()
+    if "jwt" in modes:
+        raise NotImplementedError(
+            "STREAMFN_AUTH=jwt is not implemented yet: use api_key (see README, Authentication)"
+        )
+    if modes == frozenset({"none"}):
+        if not settings.on_loopback():
+            logger.warning(
+                "STREAMFN_AUTH=none on %s: anyone who can reach this server spends its "
+                "providers' credit",
+                "Lambda" if settings.lambda_mode() else settings.host,
+            )
+        return Gate(modes, None)
+    store: KeyStore = (
+        DynamoDBKeyStore(settings.keys_table)
+        if settings.keys_table
+        else SqliteKeyStore(settings.keys_db)
+    )
+    return Gate(modes, store)
+
+
+Render = Callable[[str, int, str, str, Mapping[str, str]], Response]
+
+
+class AuthMiddleware:
+    """Refuses requests to `protected` paths without valid credentials, in the path's protocol
+    (`render(path, status, type, message, headers)`). Runs inside the CORS middleware, so that
+    preflights pass and browsers can read a 401."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        gate: Gate,
+        render: Render,
+        protected: Callable[[str], bool],
+    ) -> None:
+        self.app = app
+        self.gate = gate
+        self.render = render
+        self.protected = protected
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and not self.gate.open
+            and scope["method"] != "OPTIONS"
+            and self.protected(scope["path"])
+        ):
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            try:
+                scope[SCOPE_KEY] = await self.gate.authenticate(headers)
+            except Unauthorized as exc:
+                response = self.render(scope["path"], 401, "unauthorized", exc.message, CHALLENGE)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

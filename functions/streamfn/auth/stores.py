@@ -1,0 +1,150 @@
+"""Key stores: a SQLite file locally (`STREAMFN_KEYS_DB`), a DynamoDB table in AWS
+(`STREAMFN_KEYS_TABLE`). Both implement `streamfn.auth.keys.KeyStore`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streamfn.auth.keys import ApiKey
+
+if TYPE_CHECKING:
+    from types_boto3_dynamodb.service_resource import Table
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL,
+    limits TEXT NOT NULL
+);
+"""
+
+
+class SqliteKeyStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def _run(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> ApiKey:
+        id, name, hash, created, expires, revoked, limits = row
+        return ApiKey(id, name, hash, created, expires, revoked, json.loads(limits))
+
+    async def get(self, id: str) -> ApiKey | None:
+        rows = await asyncio.to_thread(self._run, "SELECT * FROM api_keys WHERE id = ?", id)
+        return self._record(rows[0]) if rows else None
+
+    async def put(self, record: ApiKey) -> None:
+        await asyncio.to_thread(
+            self._run,
+            "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+            record.id,
+            record.name,
+            record.hash,
+            record.created_at,
+            record.expires_at,
+            record.revoked_at,
+            json.dumps(record.limits),
+        )
+
+    async def all(self) -> list[ApiKey]:
+        rows = await asyncio.to_thread(self._run, "SELECT * FROM api_keys ORDER BY created_at")
+        return [self._record(row) for row in rows]
+
+    async def revoke(self, id: str, at: float) -> bool:
+        def update() -> bool:
+            with self._lock:
+                cursor = self._db.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    (at, id),
+                )
+                return cursor.rowcount == 1
+
+        return await asyncio.to_thread(update)
+
+    async def aclose(self) -> None:
+        self._db.close()
+
+
+class DynamoDBKeyStore:
+    """Keys as items keyed by `key_id`; the function reads them (GetItem), the operator's
+    `streamfn keys` writes them."""
+
+    def __init__(self, table: str, *, endpoint_url: str | None = None) -> None:
+        import boto3  # imported on use: the SDK is heavy and only AWS needs it
+
+        self._table: Table = boto3.resource("dynamodb", endpoint_url=endpoint_url).Table(table)
+
+    async def get(self, id: str) -> ApiKey | None:
+        item = (await asyncio.to_thread(self._table.get_item, Key={"key_id": id})).get("Item")
+        if item is None:
+            return None
+        return ApiKey(
+            id=str(item["key_id"]),
+            name=str(item["name"]),
+            hash=str(item["hash"]),
+            created_at=float(str(item["created_at"])),
+            expires_at=float(str(item["expires_at"])) if item.get("expires_at") else None,
+            revoked_at=float(str(item["revoked_at"])) if item.get("revoked_at") else None,
+            limits=json.loads(str(item.get("limits") or "{}")),
+        )
+
+    async def put(self, record: ApiKey) -> None:
+        item: dict[str, Any] = {
+            "key_id": record.id,
+            "name": record.name,
+            "hash": record.hash,
+            "created_at": str(record.created_at),
+            "limits": json.dumps(record.limits),
+        }
+        if record.expires_at is not None:
+            item["expires_at"] = str(record.expires_at)
+        await asyncio.to_thread(
+            self._table.put_item, Item=item, ConditionExpression="attribute_not_exists(key_id)"
+        )
+
+    async def all(self) -> list[ApiKey]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {}
+        while True:
+            page = await asyncio.to_thread(self._table.scan, **kwargs)
+            items += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        records = [await self.get(str(item["key_id"])) for item in items]
+        return sorted((r for r in records if r), key=lambda r: r.created_at)
+
+    async def revoke(self, id: str, at: float) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            await asyncio.to_thread(
+                self._table.update_item,
+                Key={"key_id": id},
+                UpdateExpression="SET revoked_at = :at",
+                ConditionExpression="attribute_exists(key_id) AND attribute_not_exists(revoked_at)",
+                ExpressionAttributeValues={":at": str(at)},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    async def aclose(self) -> None:
+        """boto3 holds no connection that needs closing."""

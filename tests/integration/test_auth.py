@@ -1,0 +1,257 @@
+"""Authentication: safe defaults, API keys in every protocol's shape, nothing unauthenticated
+reaching a provider (a fake upstream counts the calls), keys in SQLite and in DynamoDB."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from starlette.types import ASGIApp
+
+from streamfn.app import create_app
+from streamfn.auth import keys
+from streamfn.auth.stores import DynamoDBKeyStore, SqliteKeyStore
+from streamfn.settings import Settings
+from tests.fakes import transcripts as t
+from tests.fakes.aws import Moto
+from tests.fakes.upstream import Reply, Upstream
+from tests.keys import create_key
+from tests.sse_client import stream, text_of, user
+
+Serve = Callable[[ASGIApp], str]
+ASK = {"messages": [{"role": "user", "content": "hello there"}]}
+
+
+def guarded(tmp_path: Path, **settings: Any) -> ASGIApp:
+    return create_app(
+        Settings(
+            auth="api_key",
+            keys_db=tmp_path / "keys.sqlite3",
+            usage_db=tmp_path / "usage.sqlite3",
+            echo_delay_ms=0,
+            **settings,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "lambda_env", "modes"),
+    [
+        ({}, False, {"none"}),  # make run: loopback
+        ({"host": "127.0.0.2"}, False, {"none"}),
+        ({"host": "0.0.0.0"}, False, {"api_key"}),  # exposed
+        ({"host": "::"}, False, {"api_key"}),
+        ({}, True, {"api_key"}),  # Lambda
+        ({"host": "0.0.0.0", "auth": "none"}, False, {"none"}),  # only when said
+        ({"auth": "api_key"}, False, {"api_key"}),
+    ],
+)
+def test_auth_is_on_by_default_anywhere_but_loopback(
+    monkeypatch: pytest.MonkeyPatch, settings: dict[str, Any], lambda_env: bool, modes: set[str]
+) -> None:
+    if lambda_env:
+        monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "streamfn")
+    assert Settings(**settings).auth_modes() == modes
+
+
+def test_auth_off_away_from_loopback_warns_at_every_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="streamfn.auth.gate"):
+        create_app(Settings(host="0.0.0.0", auth="none", usage_records=False))
+    assert "STREAMFN_AUTH=none on 0.0.0.0: anyone who can reach this server" in caplog.text
+
+
+@pytest.mark.parametrize("value", ["basic", "none,api_key", ""])
+def test_an_unknown_auth_mode_is_refused_at_start(value: str) -> None:
+    with pytest.raises(ValueError, match="STREAMFN_AUTH is none, api_key, jwt"):
+        Settings(auth=value)
+
+
+ROUTES = [
+    ("POST", "/chat/stream", ASK, "native"),
+    ("GET", "/chat/stream?prompt=hi", None, "native"),
+    ("POST", "/api/chat", {"messages": [{"role": "user", "parts": []}]}, "native"),
+    ("POST", "/v1/chat/completions", {"model": "openai", **ASK}, "openai"),
+    ("GET", "/v1/models", None, "openai"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "shape"), ROUTES)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"authorization": "Bearer sk-not-ours"},
+        {"x-api-key": "sfn_000000000000_" + "A" * 43},  # well formed, no such key
+        {"authorization": "Basic dXNlcjpwYXNz"},
+    ],
+    ids=["none", "foreign", "unknown", "basic"],
+)
+async def test_no_valid_key_is_a_401_and_never_reaches_a_provider(
+    serve: Serve,
+    client: httpx.AsyncClient,
+    tmp_path: Path,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    shape: str,
+    headers: dict[str, str],
+) -> None:
+    with Upstream(Reply(body=list(t.OPENAI_ANSWER))) as up:
+        url = serve(guarded(tmp_path, openai_api_key="sk-x", openai_base_url=f"{up.url}/v1"))
+        # Even a malformed body is refused for its missing key first: nothing is parsed.
+        response = await client.request(method, f"{url}{path}", json=body, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="streamfn"'
+    error = response.json()["error"]
+    if shape == "openai":
+        assert error["type"] == "authentication_error"
+        assert error["code"] == "unauthorized"
+    else:
+        assert error["type"] == "unauthorized"
+    assert up.requests == []
+
+
+async def test_a_valid_key_as_bearer_or_x_api_key_is_let_through_and_recorded(
+    serve: Serve, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    key, record = create_key(tmp_path / "keys.sqlite3")
+    url = serve(guarded(tmp_path))
+    for headers in ({"authorization": f"Bearer {key}"}, {"x-api-key": key}):
+        client.headers.update(headers)
+        response, events = await stream(client, f"{url}/chat/stream", ASK)
+        client.headers.clear()
+        assert response.status_code == 200
+        assert text_of(events) == "hello there"
+    deadline = time.monotonic() + 10
+    while True:
+        with sqlite3.connect(tmp_path / "usage.sqlite3") as db:
+            identities = [r[0] for r in db.execute("SELECT identity FROM usage")]
+        if len(identities) == 2 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    # The key's id, never the key, names the caller.
+    assert identities == [f"key:{record.id}"] * 2
+    assert key.rsplit("_", 1)[1] not in (tmp_path / "keys.sqlite3").read_bytes().decode("latin-1")
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ("wrong secret", "the API key is not valid"),
+        ("revoked", "this API key was revoked"),
+        ("expired", "this API key has expired"),
+    ],
+)
+async def test_keys_that_no_longer_work(
+    serve: Serve, client: httpx.AsyncClient, tmp_path: Path, state: str, message: str
+) -> None:
+    db = tmp_path / "keys.sqlite3"
+    key, record = create_key(db, expires_in_s=0.01 if state == "expired" else None)
+    if state == "wrong secret":
+        key = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+    if state == "revoked":
+        store = SqliteKeyStore(db)
+        assert await store.revoke(record.id, time.time())
+        await store.aclose()
+    await asyncio.sleep(0.02)
+    url = serve(guarded(tmp_path))
+    response = await client.post(
+        f"{url}/chat/stream", json=ASK, headers={"authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == message
+
+
+def test_the_openai_sdk_with_a_key_and_without(serve: Serve, tmp_path: Path) -> None:
+    key, _ = create_key(tmp_path / "keys.sqlite3")
+    url = serve(guarded(tmp_path))
+    with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as client:
+        reply = client.chat.completions.create(model="echo", messages=user("hi")["messages"])
+        assert reply.choices[0].message.content == "hi"
+    with (
+        openai.OpenAI(base_url=f"{url}/v1", api_key="sk-wrong", max_retries=0) as client,
+        pytest.raises(openai.AuthenticationError),
+    ):
+        client.chat.completions.create(model="echo", messages=user("hi")["messages"])
+
+
+async def test_public_routes_stay_public_and_a_401_is_readable_cross_origin(
+    serve: Serve, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    url = serve(guarded(tmp_path, cors_origins=["http://app.test"]))
+    for path in ("/", "/healthz", "/providers", "/streamfn.js", "/docs", "/openapi.json"):
+        assert (await client.get(f"{url}{path}")).status_code == 200, path
+    refused = await client.post(
+        f"{url}/chat/stream", json=ASK, headers={"origin": "http://app.test"}
+    )
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == "http://app.test"
+    preflight = await client.options(
+        f"{url}/chat/stream",
+        headers={
+            "origin": "http://app.test",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization,content-type",
+        },
+    )
+    assert preflight.status_code == 200  # preflights carry no credentials, and need none
+
+
+def test_keys_command_creates_lists_and_revokes(tmp_path: Path) -> None:
+    db = tmp_path / "keys.sqlite3"
+    cli = [sys.executable, "-m", "streamfn.cli", "keys", "--db", str(db)]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args], capture_output=True, text=True, check=False)
+
+    created = run("create", "--name", "web app", "--expires-days", "30")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    id, secret = keys.parse(key) or ("", "")
+    assert id
+    assert "shown only now" in created.stderr
+    listed = run("list")
+    assert id in listed.stdout
+    assert "web app" in listed.stdout
+    assert "active" in listed.stdout
+    assert secret not in listed.stdout
+    assert run("revoke", id).returncode == 0
+    assert "revoked" in run("list").stdout
+    assert run("revoke", id).returncode == 1  # already revoked
+
+
+async def test_dynamodb_key_store(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in moto.env.items():
+        monkeypatch.setenv(name, value)
+    table = f"keys-{uuid.uuid4().hex[:8]}"
+    moto.dynamodb().create_table(
+        TableName=table,
+        AttributeDefinitions=[{"AttributeName": "key_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "key_id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    store = DynamoDBKeyStore(table)
+    key, record = keys.create("lambda", expires_in_s=3600)
+    await store.put(record)
+    assert await store.get(record.id) == record
+    assert [r.id for r in await store.all()] == [record.id]
+    assert await store.revoke(record.id, 5.0)
+    assert not await store.revoke(record.id, 6.0)
+    revoked = await store.get(record.id)
+    assert revoked is not None
+    assert revoked.revoked_at == 5.0
+    assert await store.get("000000000000") is None
+    assert keys.parse(key) is not None
