@@ -20,9 +20,14 @@ Start = Callable[..., EmulatorThread]
 TEST_APP = "tests.awslambda.apps:app"
 
 
-def sse(url: str, body: dict[str, Any]) -> tuple[httpx.Response, list[Received]]:
+def sse(
+    url: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[httpx.Response, list[Received]]:
     events: list[Received] = []
-    with httpx.Client(timeout=30) as client, client.stream("POST", url, json=body) as response:
+    with (
+        httpx.Client(timeout=30, headers=headers) as client,
+        client.stream("POST", url, json=body) as response,
+    ):
         if response.headers.get("content-type", "").startswith("text/event-stream"):
             from httpx_sse import EventSource
 

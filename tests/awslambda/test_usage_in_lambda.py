@@ -5,18 +5,22 @@ EMF metrics go to stdout; the X-Ray subsegment goes to a daemon address on loopb
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from local.lambda_emulator import EmulatorThread
 from tests.awslambda.test_streaming_runtime import chat, sse
-from tests.fakes.aws import Moto, create_usage_table
+from tests.fakes.aws import Moto, create_keys_table, create_usage_table
 from tests.waiting import wait_for
 
 Start = Callable[..., EmulatorThread]
@@ -140,3 +144,28 @@ def test_records_logs_metrics_and_traces_in_lambda(
     assert echo_call["parent_id"] == header["Parent"]
     assert echo_call["annotations"] == {"provider": "echo", "model": "echo", "outcome": "finished"}
     assert 0 < echo_call["end_time"] - echo_call["start_time"] < 10
+
+
+def test_in_lambda_auth_is_on_by_default_with_keys_from_the_table(
+    emulator: Start, moto: Moto
+) -> None:
+    """As deployed: no STREAMFN_AUTH (Lambda's default is api_key), keys in DynamoDB."""
+    table = f"keys-{uuid.uuid4().hex[:8]}"
+    create_keys_table(moto.dynamodb(), table)
+    env = {**moto.env, "PYTHONPATH": str(Path(__file__).parents[2])}
+    created = subprocess.run(
+        [sys.executable, "-m", "streamfn.cli", "keys", "--table", table, "create", "--name", "ci"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    )
+    key = created.stdout.strip()
+    fn = emulator(**moto.env, STREAMFN_AUTH=None, STREAMFN_KEYS_TABLE=table)  # type: ignore[arg-type]
+    refused = httpx.post(f"{fn.url}/chat/stream", json=chat("no key"), timeout=30)
+    assert refused.status_code == 401
+    ok, events = sse(
+        f"{fn.url}/chat/stream", chat("with a key"), headers={"authorization": f"Bearer {key}"}
+    )
+    assert ok.status_code == 200
+    assert events[-1].event == "done"

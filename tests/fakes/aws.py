@@ -68,3 +68,13 @@ def create_usage_table(client: DynamoDBClient, name: str) -> None:
         TableName=name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
     )
+
+
+def create_keys_table(client: DynamoDBClient, name: str) -> None:
+    """The API keys table as template.yaml declares it: keyed by key_id."""
+    client.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "key_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "key_id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )

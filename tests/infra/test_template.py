@@ -130,10 +130,15 @@ def test_least_privilege_and_no_keys_in_the_template(sam: Path) -> None:
         "dynamodb:PutItem",
         {"Fn::GetAtt": ["UsageTable", "Arn"]},
     )
-    ssm = statements[1]["Fn::If"][1]
+    keys = statements[1]
+    assert (keys["Action"], keys["Resource"]) == (
+        "dynamodb:GetItem",  # the function only reads keys; the operator's CLI writes them
+        {"Fn::GetAtt": ["KeysTable", "Arn"]},
+    )
+    ssm = statements[2]["Fn::If"][1]
     assert ssm["Action"] == "ssm:GetParameter"  # one named parameter each, no wildcard
     assert all("*" not in json.dumps(r) for r in ssm["Resource"])
-    secrets = statements[2]["Fn::If"][1]
+    secrets = statements[3]["Fn::If"][1]
     assert secrets["Action"] == "secretsmanager:GetSecretValue"
     # Only where the keys are is configured; never a key itself.
     variables = template["Resources"]["StreamFunction"]["Properties"]["Environment"]["Variables"]
@@ -143,6 +148,13 @@ def test_least_privilege_and_no_keys_in_the_template(sam: Path) -> None:
     table = template["Resources"]["UsageTable"]["Properties"]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    # Deployed with streamfn's own auth on, whatever fronts the function.
+    assert template["Parameters"]["StreamfnAuth"]["Default"] == "api_key"
+    assert variables["STREAMFN_AUTH"] == {"Ref": "StreamfnAuth"}
+    assert variables["STREAMFN_KEYS_TABLE"] == {"Ref": "KeysTable"}
+    keys_table = template["Resources"]["KeysTable"]
+    assert keys_table["DeletionPolicy"] == "Retain"
+    assert keys_table["Properties"]["KeySchema"] == [{"AttributeName": "key_id", "KeyType": "HASH"}]
 
 
 def test_optional_rest_api_streams_and_http_api_is_buffered(sam: Path) -> None:

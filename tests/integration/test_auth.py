@@ -24,7 +24,7 @@ from streamfn.auth import keys
 from streamfn.auth.stores import DynamoDBKeyStore, SqliteKeyStore
 from streamfn.settings import Settings
 from tests.fakes import transcripts as t
-from tests.fakes.aws import Moto
+from tests.fakes.aws import Moto, create_keys_table
 from tests.fakes.upstream import Reply, Upstream
 from tests.keys import create_key
 from tests.sse_client import stream, text_of, user
@@ -237,12 +237,7 @@ async def test_dynamodb_key_store(moto: Moto, monkeypatch: pytest.MonkeyPatch) -
     for name, value in moto.env.items():
         monkeypatch.setenv(name, value)
     table = f"keys-{uuid.uuid4().hex[:8]}"
-    moto.dynamodb().create_table(
-        TableName=table,
-        AttributeDefinitions=[{"AttributeName": "key_id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "key_id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_keys_table(moto.dynamodb(), table)
     store = DynamoDBKeyStore(table)
     key, record = keys.create("lambda", expires_in_s=3600)
     await store.put(record)
