@@ -65,6 +65,8 @@ class Pipeline:
             max_images=settings.max_images,
             max_image_bytes=settings.max_image_bytes,
             max_tokens_cap=settings.max_tokens_cap,
+            max_messages=settings.max_messages,
+            max_input_chars=settings.max_input_chars,
         )
 
     def resolve(self, provider: str | None, model: str | None) -> tuple[ProviderSpec, str]:
@@ -139,6 +141,7 @@ class Pipeline:
             encode=encode,
             retry_ms=self.settings.retry_ms,
             keepalive_s=self.settings.keepalive_s,
+            write_timeout_s=self.settings.write_timeout_s,
         )
         return Accounted(response, tally, self.accountant)
 

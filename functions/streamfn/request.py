@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -13,6 +14,7 @@ from streamfn.content import (
     Message,
     NamedTool,
     ReasoningOption,
+    Text,
     Tool,
     ToolChoice,
 )
@@ -29,6 +31,33 @@ class Limits:
     max_images: int
     max_image_bytes: int
     max_tokens_cap: int | None = None
+    max_messages: int = 1000
+    max_input_chars: int = 1_000_000
+
+
+# Half of a UTF-16 surrogate pair on its own: JSON can carry it ("\ud800"), but it is not text,
+# and every provider SDK fails encoding it. Refused up front with the field's name.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _strings(request: ChatRequest) -> Iterator[tuple[str, str]]:
+    """Every string a provider is sent, with the field it came from."""
+    yield "model", request.model
+    for i, stop in enumerate(request.stop):
+        yield f"stop.{i}", stop
+    for i, message in enumerate(request.messages):
+        for j, part in enumerate(message.content):
+            if isinstance(part, Text):
+                yield f"messages.{i}.content.{j}", part.text
+        for k, call in enumerate(message.tool_calls):
+            yield f"messages.{i}.tool_calls.{k}", call.id + call.name + call.arguments
+        for k, block in enumerate(message.reasoning):
+            yield f"messages.{i}.reasoning.{k}", block.text + (block.signature or "")
+        if message.tool_call_id is not None:
+            yield f"messages.{i}.tool_call_id", message.tool_call_id
+    for i, tool in enumerate(request.tools):
+        schema = json.dumps(tool.parameters, ensure_ascii=False)
+        yield f"tools.{i}", tool.name + (tool.description or "") + schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +117,23 @@ def check(request: ChatRequest, limits: Limits) -> None:
     spans fields: tool results against the calls they answer, tools against `tool_choice`,
     and the size of what is attached. `param` paths follow the native body (`messages.2...`).
     """
+    if len(request.messages) > limits.max_messages:
+        raise InvalidContent(
+            "messages",
+            f"{len(request.messages)} messages; at most {limits.max_messages} "
+            "(STREAMFN_MAX_MESSAGES)",
+        )
+    characters = 0
+    for param, text in _strings(request):
+        if _SURROGATE.search(text):
+            raise InvalidContent(param, f"{param} holds a lone UTF-16 surrogate, which is not text")
+        characters += len(text) if param != "model" else 0
+    if characters > limits.max_input_chars:
+        raise InvalidContent(
+            "messages",
+            f"the request holds {characters} characters; at most {limits.max_input_chars} "
+            "(STREAMFN_MAX_INPUT_CHARS)",
+        )
     images = 0
     calls: set[str] = set()
     for i, message in enumerate(request.messages):

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
         "leaves room for an image).",
     )
     max_images: int = Field(default=20, ge=0, description="Most images in one request.")
+    max_messages: int = Field(default=500, ge=1, description="Most messages in one request.")
+    max_input_chars: int = Field(
+        default=400_000,
+        ge=1,
+        description="Most characters of text in one request (about 100k tokens).",
+    )
     max_image_bytes: int = Field(
         default=4 << 20, ge=1, description="Largest inline (data: URL) image, decoded."
     )
@@ -95,6 +101,12 @@ class Settings(BaseSettings):
     )
     idle_timeout_s: float = Field(default=60, gt=0, description="Longest gap between two tokens.")
     total_timeout_s: float = Field(default=600, gt=0, description="Longest whole stream.")
+    write_timeout_s: float = Field(
+        default=15,
+        gt=0,
+        description="A client that takes no bytes for this long (it stopped reading) is "
+        "treated as gone, and its upstream request cancelled.",
+    )
     deadline_margin_s: float = Field(
         default=2,
         ge=0,

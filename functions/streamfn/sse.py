@@ -13,12 +13,17 @@ spaces and colons and any Unicode included, arrives exactly.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
 
 from streamfn.dialects import Event
+
+logger = logging.getLogger(__name__)
 
 HEADERS = {
     # no-store keeps caches out; X-Accel-Buffering (set by sse-starlette too) turns off nginx's
@@ -59,18 +64,32 @@ async def _framed(events: AsyncGenerator[Event, None], retry_ms: int) -> AsyncIt
         await events.aclose()
 
 
+class _Stream(EventSourceResponse):
+    """A client that takes no bytes for `send_timeout` seconds (it stopped reading, and the
+    socket's buffers are full) is treated as gone: sse-starlette then closes the event source,
+    which cancels the upstream request, and raises; that is a departure, not a failure."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except* SendTimeoutError:
+            logger.info("the client took nothing for %s s: treated as gone", self.send_timeout)
+
+
 def event_stream(
     events: AsyncGenerator[Event, None],
     *,
     retry_ms: int,
     keepalive_s: float,
+    write_timeout_s: float | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> EventSourceResponse:
     """A streaming response that frames `events` as they are produced."""
-    return EventSourceResponse(
+    return _Stream(
         _framed(events, retry_ms),
         headers={**HEADERS, **(headers or {})},
         ping=keepalive_s,
         ping_message_factory=_keepalive,
         sep="\n",
+        send_timeout=write_timeout_s,
     )

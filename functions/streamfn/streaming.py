@@ -87,6 +87,7 @@ async def stream_response(
     encode: Encode,
     retry_ms: int,
     keepalive_s: float,
+    write_timeout_s: float | None = None,
 ) -> Response:
     """`chunks` as `encode`'s events, once the first chunk has come.
 
@@ -106,6 +107,7 @@ async def stream_response(
         _events(first, chunks, encode),
         retry_ms=retry_ms,
         keepalive_s=keepalive_s,
+        write_timeout_s=write_timeout_s,
         headers=dialect.stream_headers,
     )
 

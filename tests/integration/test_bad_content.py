@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -287,3 +288,61 @@ async def test_a_body_that_is_not_json_says_what_to_do(
     assert response.status_code == (422 if b"\xff" in content else 400)
     assert message in response.json()["error"]["message"]
     assert {"message", "type", "param", "code"} <= response.json()["error"].keys()
+
+
+SURROGATE_CASES = [
+    ({"messages": [{"role": "user", "content": "a\ud800b"}]}, "messages.0.content.0"),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]},
+        "messages.0.content.0",
+    ),
+    ({"messages": [ASK], "stop": ["\ud83d"]}, "stop.0"),
+    (
+        {"messages": [ASK], "tools": [{"name": "t", "description": "\udc00"}]},
+        "tools.0",
+    ),
+]
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "ollama"])
+@pytest.mark.parametrize(("body", "param"), SURROGATE_CASES)
+async def test_a_lone_surrogate_is_a_400_for_every_provider_not_a_500(
+    serve: Serve,
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    provider: str,
+    body: dict[str, Any],
+    param: str,
+) -> None:
+    from tests.fakes.upstream import Reply, Upstream
+    from tests.integration.test_tools_and_reasoning import settings_for
+
+    with Upstream(Reply()) as up:
+        url = serve(create_app(settings_for(provider, up.url)))
+        # json.dumps escapes the surrogate as \\ud800: valid JSON, as a client would send it.
+        response = await client.post(
+            f"{url}/chat/stream",
+            content=json.dumps({**body, "provider": provider}),
+            headers={"content-type": "application/json"},
+        )
+    # A 400 from streamfn's own check, or a 422 where pydantic's string check comes first: a
+    # 4xx naming the field either way.
+    assert response.status_code in (400, 422), response.text
+    error = response.json()["error"]
+    assert error["param"].startswith(param)
+    assert "surrogate" in error["message"] or "unicode" in error["message"]
+    assert up.requests == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_too_many_messages_or_characters(serve: Serve, client: httpx.AsyncClient) -> None:
+    url = serve(create_app(Settings(max_messages=3, max_input_chars=100)))
+    many = {"messages": [ASK] * 4}
+    response = await client.post(f"{url}/chat/stream", json=many)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages"
+    assert "STREAMFN_MAX_MESSAGES" in response.json()["error"]["message"]
+    long = {"messages": [{"role": "user", "content": "x" * 101}]}
+    response = await client.post(f"{url}/chat/stream", json=long)
+    assert response.status_code == 400
+    assert "101 characters; at most 100 (STREAMFN_MAX_INPUT_CHARS)" in response.text

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -410,3 +411,28 @@ async def test_options_lists_the_methods(
     response = await client.options(f"{url}{path}")
     assert response.status_code == 204
     assert response.headers["allow"] == allow
+
+
+def test_a_client_that_stops_reading_is_treated_as_gone(serve: Serve) -> None:
+    """Its sends block once the socket's buffers fill; after STREAMFN_WRITE_TIMEOUT_S the
+    stream ends and the upstream request is cancelled, long before the total timeout."""
+    big = TextDelta("x" * 65536)
+    steps = [step for _ in range(5000) for step in (big, 0.002)]
+    observed = Observed(Scripted(*steps, Finish("stop", Usage(1, 1))))
+    settings = Settings(write_timeout_s=0.5, total_timeout_s=120, usage_records=False)
+    url = serve(create_app(settings, providers=[spec(observed)]))
+    port = int(url.rsplit(":", 1)[1])
+    body = b'{"messages": [{"role": "user", "content": "go"}]}'
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(
+            b"POST /chat/stream HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        started = time.monotonic()
+        # Never read: the server's writes back up and block.
+        assert observed.closed.wait(10), "the upstream stream is still open"
+        assert observed.closed_at is not None
+        assert observed.closed_at - started < 5
+    assert observed.yielded < 5000  # cut short, not run to its end
