@@ -1,12 +1,20 @@
 """Request body size limit, enforced before the body is parsed.
 
 Starlette and FastAPI have no body limit of their own; uvicorn has none either, and in Lambda the
-function URL allows 6 MB. A declared Content-Length over the limit is refused without reading; a
+function URL allows 6 MB. A declared Content-Length over the limit is refused before parsing; a
 chunked body is counted as it arrives.
+
+Many clients (urllib, most SDKs) send the whole body before they read any of the response: a
+413 sent while they are still sending reaches them as a connection reset. So the rest of an
+oversized body is read and thrown away first, within bounds (`DRAIN_BYTES`, `DRAIN_S`) that keep
+the server from being a sink; a client that asked `Expect: 100-continue` has sent nothing yet
+and gets the 413 at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
@@ -14,6 +22,23 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streamfn.errors import HTTP_ERROR_TYPES
+
+DRAIN_BYTES = 64 << 20
+DRAIN_S = 10.0
+
+
+async def _drain(receive: Receive, already: int) -> None:
+    """Read and drop the rest of a request body, up to DRAIN_BYTES in all or DRAIN_S."""
+    received = already
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            while received <= DRAIN_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                received += len(message.get("body", b""))
+                if not message.get("more_body"):
+                    return
 
 
 def _too_large(max_bytes: int) -> str:
@@ -32,8 +57,12 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = dict(scope["headers"])
+        expects = headers.get(b"expect", b"").lower() == b"100-continue"
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                if not expects:
+                    await _drain(receive, 0)
                 response = self.render(
                     scope["path"], 413, HTTP_ERROR_TYPES[413], _too_large(self.max_bytes)
                 )
@@ -47,6 +76,8 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    if message.get("more_body"):
+                        await _drain(receive, received)
                     # FastAPI passes an HTTPException raised while reading the body through to
                     # the app's exception handlers, which render it like any other error.
                     raise HTTPException(413, _too_large(self.max_bytes))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -346,3 +346,47 @@ async def test_too_many_messages_or_characters(serve: Serve, client: httpx.Async
     response = await client.post(f"{url}/chat/stream", json=long)
     assert response.status_code == 400
     assert "101 characters; at most 100 (STREAMFN_MAX_INPUT_CHARS)" in response.text
+
+
+@pytest.mark.parametrize("path", ["/chat/stream", "/v1/chat/completions"])
+def test_an_oversized_body_is_a_413_even_for_clients_that_send_it_all_first(
+    serve: Serve, path: str
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    url = serve(create_app(Settings(max_body_bytes=1 << 20, usage_records=False)))
+    body = b'{"model": "echo", "messages": [{"role": "user", "content": "' + b"x" * (10 << 20)
+    body += b'"}]}'
+    # urllib sends the whole body (10 MB, with Content-Length) before it reads the response.
+    request = urllib.request.Request(
+        url + path, data=body, headers={"content-type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    assert caught.value.code == 413
+    assert "STREAMFN_MAX_BODY_BYTES" in caught.value.read().decode()
+
+    # The same body chunked (no Content-Length): counted as it arrives.
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(body), 1 << 16):
+            yield body[i : i + (1 << 16)]
+
+    response = httpx.post(
+        url + path, content=chunks(), headers={"content-type": "application/json"}, timeout=30
+    )
+    assert response.status_code == 413
+
+
+def test_a_client_that_expects_100_continue_gets_the_413_without_sending(serve: Serve) -> None:
+    import socket
+
+    url = serve(create_app(Settings(max_body_bytes=1000, usage_records=False)))
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /chat/stream HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: 5000000\r\nexpect: 100-continue\r\n\r\n"
+        )
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413")
