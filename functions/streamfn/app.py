@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from streamfn import __version__
@@ -124,6 +125,8 @@ def create_app(
     app.add_middleware(OptionsAllow, router=app.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, render=_refusal)
     app.add_middleware(AuthMiddleware, gate=gate, render=_refusal, protected=_spends)
+    if (hosts := settings.hosts()) is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

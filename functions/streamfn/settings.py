@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class CompatibleProvider(BaseModel):
@@ -57,6 +58,11 @@ class Settings(BaseSettings):
         default="127.0.0.1",
         validation_alias="HOST",
         description="Where the local server listens (make run); decides the auth default.",
+    )
+    allowed_hosts: list[str] = Field(
+        default=[],
+        description="Host header values served (JSON list; *.example.com allowed). Default: "
+        "the local names on loopback (against DNS rebinding), any host elsewhere.",
     )
     keys_db: Path = Field(
         default_factory=lambda: _data_dir() / "keys.sqlite3",
@@ -112,9 +118,10 @@ class Settings(BaseSettings):
         ge=0,
         description="In Lambda, streams end this long before the invocation deadline.",
     )
-    cors_origins: list[str] = Field(
+    cors_origins: Annotated[list[str], NoDecode] = Field(
         default=[],
-        description="Origins allowed to call the local server from a browser (JSON list). "
+        description="Origins allowed to call the local server from a browser: a JSON list, a "
+        "comma-separated list, or *. "
         "Leave empty in Lambda, where the function URL's CORS settings apply.",
     )
 
@@ -177,6 +184,16 @@ class Settings(BaseSettings):
     )
     metrics_namespace: str = Field(default="streamfn", description="CloudWatch namespace.")
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origin_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [o.strip() for o in text.split(",") if o.strip()]
+        return value
+
     @field_validator("auth")
     @classmethod
     def _known_modes(cls, value: str | None) -> str | None:
@@ -194,6 +211,16 @@ class Settings(BaseSettings):
     def on_loopback(self) -> bool:
         """Serving only this machine: the local server on a loopback address, not Lambda."""
         return not in_lambda() and (self.host in LOOPBACK or self.host.startswith("127."))
+
+    def hosts(self) -> list[str] | None:
+        """The Host values to serve; None for any."""
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        if self.on_loopback():
+            # A page whose own name an attacker re-points at 127.0.0.1 (DNS rebinding) sends
+            # its name as Host: only the machine's own names reach the server.
+            return ["127.0.0.1", "localhost", "::1", self.host]
+        return None
 
     def auth_modes(self) -> frozenset[str]:
         """The auth modes in force: as set, else none on loopback and api_key elsewhere."""

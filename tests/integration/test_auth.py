@@ -254,3 +254,62 @@ async def test_dynamodb_key_store(moto: Moto, monkeypatch: pytest.MonkeyPatch) -
     assert revoked.revoked_at == 5.0
     assert await store.get("000000000000") is None
     assert keys.parse(key) is not None
+
+
+@pytest.mark.parametrize(
+    ("settings", "host", "served"),
+    [
+        ({}, "127.0.0.1", True),
+        ({}, "localhost:8000", True),
+        ({}, "attacker.example", False),  # a DNS-rebound page on loopback
+        ({"host": "0.0.0.0", "auth": "none"}, "anything.example", True),
+        (
+            {"host": "0.0.0.0", "auth": "none", "allowed_hosts": ["*.example.com"]},
+            "api.example.com",
+            True,
+        ),
+        (
+            {"host": "0.0.0.0", "auth": "none", "allowed_hosts": ["*.example.com"]},
+            "evil.test",
+            False,
+        ),
+    ],
+)
+async def test_host_allowlist(
+    serve: Serve,
+    client: httpx.AsyncClient,
+    settings: dict[str, Any],
+    host: str,
+    served: bool,
+) -> None:
+    with Upstream(Reply(body=list(t.OPENAI_ANSWER))) as up:
+        app = create_app(
+            Settings(
+                usage_records=False, openai_api_key="k", openai_base_url=f"{up.url}/v1", **settings
+            )
+        )
+        url = serve(app)
+        response = await client.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "openai", **ASK},
+            headers={"host": host},
+        )
+    assert (response.status_code == 200) is served, response.text
+    if not served:
+        assert response.status_code == 400
+        assert up.requests == []
+
+
+@pytest.mark.parametrize("value", ["*", "http://a.test, http://b.test", '["http://b.test"]'])
+async def test_cors_origins_as_a_star_a_list_or_json(
+    serve: Serve, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("STREAMFN_CORS_ORIGINS", value)
+    url = serve(create_app(Settings(usage_records=False, echo_delay_ms=0)))
+    response = await client.post(
+        f"{url}/chat/stream", json=ASK, headers={"origin": "http://b.test"}
+    )
+    allowed = response.headers["access-control-allow-origin"]
+    assert allowed == ("*" if value == "*" else "http://b.test")
+    assert "access-control-allow-credentials" not in response.headers  # never with *
+    assert response.headers["access-control-expose-headers"] == "x-request-id"
