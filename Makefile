@@ -12,7 +12,7 @@ UV := $(UV_DIR)/bin/uv
 INSTALL = $(UV) pip install --quiet --python
 
 
-.PHONY: bench build deploy lock-layer run run-lambda test lint typecheck unit install system-deps clean
+.PHONY: bench build deploy fuzz lock-layer run run-lambda test lint typecheck unit install system-deps clean
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(UV_DIR) uv
@@ -98,6 +98,11 @@ deploy: build
 # Re-pin the layer's packages (infra/layer/requirements.txt) after changing dependencies.
 lock-layer: $(BIN)/python
 	$(MAKE) -C infra/layer lock PYTHON=$(CURDIR)/$(BIN)/python
+
+# The fuzzing suite at volume: schemathesis's generated requests, 5,000 per operation (make
+# test runs 200).
+fuzz: $(VENV)/.dev-installed
+	STREAMFN_FUZZ_EXAMPLES=5000 $(BIN)/pytest tests/fuzz --timeout=3600
 
 # Benchmarks report ratios against a baseline measured in the same run, not timed assertions.
 bench: $(VENV)/.dev-installed

@@ -25,7 +25,7 @@ from streamfn.dialects import Dialect, aisdk, native, openai
 from streamfn.dialects.native import ChatBody, ChatQuery
 from streamfn.errors import http_error, on_validation_error, validation_message
 from streamfn.limits import BodySizeLimit
-from streamfn.openapi import OptionsAllow, responses
+from streamfn.openapi import UNAUTHORIZED, OptionsAllow, responses
 from streamfn.pipeline import Pipeline, Refused
 from streamfn.providers import ProviderRegistry, ProviderSpec
 from streamfn.providers.registry import builtin_specs, default_provider, unreachable
@@ -201,7 +201,7 @@ def create_app(
 
         return await pipeline.complete(request, spec, chat, dialect=openai.DIALECT, render=render)
 
-    @app.get("/v1/models", tags=["OpenAI API"])
+    @app.get("/v1/models", tags=["OpenAI API"], responses=UNAUTHORIZED)
     async def openai_models() -> dict[str, Any]:
         """The configured providers' default models, as `provider/model` ids."""
         return {

@@ -40,12 +40,22 @@ _OPENAI_ERROR = {
 _WHY = {
     400: "An unknown provider or model, content that cannot be used (`param` names the "
     "field), or a request the provider rejected",
+    401: "No valid API key (when STREAMFN_AUTH asks for one)",
     413: "The body exceeds STREAMFN_MAX_BODY_BYTES",
     422: "A malformed body",
     429: "The provider's rate limit (with Retry-After)",
     502: "The provider failed, or rejected streamfn's key",
     503: "The provider is overloaded",
     504: "No first token within STREAMFN_FIRST_TOKEN_TIMEOUT_S",
+}
+
+
+# For /v1/models, which reaches no provider but asks for a key as OpenAI's API does.
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {
+        "description": "No valid API key (when STREAMFN_AUTH asks for one)",
+        "content": {"application/json": {"schema": _OPENAI_ERROR}},
+    }
 }
 
 

@@ -385,7 +385,7 @@ def test_a_client_that_expects_100_continue_gets_the_413_without_sending(serve: 
     port = int(url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(
-            b"POST /chat/stream HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"POST /chat/stream HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
             b"content-length: 5000000\r\nexpect: 100-continue\r\n\r\n"
         )
         answer = sock.recv(4096)
