@@ -33,7 +33,7 @@ async def stream(
     request = (
         client.build_request("POST", url, json=body)
         if body is not None
-        else client.build_request("GET", url, params=params)
+        else client.build_request("GET", url, params=params or None)
     )
     response = await client.send(request, stream=True)
     try:

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from functools import cache
 from importlib.resources import files
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -63,7 +64,7 @@ def _refusal(
 
 def _spends(path: str) -> bool:
     """The routes that reach a provider (and /v1/models, as OpenAI's API asks a key for it)."""
-    return path in ("/chat/stream", "/api/chat") or path.startswith("/v1/")
+    return path in ("/chat/stream", "/chat/stream/token", "/api/chat") or path.startswith("/v1/")
 
 
 async def on_invalid_body(request: Request, exc: Exception) -> Response:
@@ -237,6 +238,20 @@ def create_app(
             model=model,
         )
         return await pipeline.stream(request, spec, chat, dialect=aisdk.DIALECT, encode=encode)
+
+    @app.post("/chat/stream/token", tags=["streamfn"], responses=UNAUTHORIZED)
+    async def stream_token(query: ChatQuery, request: Request) -> dict[str, Any]:
+        """A single-use token, valid for a minute, for `GET /chat/stream` with exactly these
+        fields: what `EventSource` (which cannot send headers) streams with when auth is on.
+        `url` is the GET to open, relative to this server."""
+        fields = query.model_dump(exclude_none=True, exclude={"token"})
+        token, lifetime = None, None
+        if gate.tokens is not None:
+            identity = request.scope.get("streamfn.identity")
+            caller = identity.id if identity is not None else "anonymous"
+            token, lifetime = await gate.tokens.mint(caller, fields)
+            fields["token"] = token
+        return {"token": token, "expires_in": lifetime, "url": f"chat/stream?{urlencode(fields)}"}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

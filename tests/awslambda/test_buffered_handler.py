@@ -31,6 +31,11 @@ def event(name: str) -> dict[str, Any]:
 @pytest.fixture
 def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("STREAMFN_ECHO_DELAY_MS", "0")
+    # As in Lambda (which serves any Host: its events carry the URL's own), with streamfn's
+    # auth off: these tests are about the adapter.
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "streamfn-buffered")
+    monkeypatch.setenv("STREAMFN_AUTH", "none")
+    monkeypatch.setenv("STREAMFN_USAGE_RECORDS", "false")
     from streamfn.awslambda import buffered
 
     monkeypatch.setattr(buffered, "_adapter", None)

@@ -135,10 +135,15 @@ def test_least_privilege_and_no_keys_in_the_template(sam: Path) -> None:
         "dynamodb:GetItem",  # the function only reads keys; the operator's CLI writes them
         {"Fn::GetAtt": ["KeysTable", "Arn"]},
     )
-    ssm = statements[2]["Fn::If"][1]
+    claims = statements[2]
+    assert claims["Action"] == "dynamodb:PutItem"
+    assert claims["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["claim#*", "secret#*"]}
+    }
+    ssm = statements[3]["Fn::If"][1]
     assert ssm["Action"] == "ssm:GetParameter"  # one named parameter each, no wildcard
     assert all("*" not in json.dumps(r) for r in ssm["Resource"])
-    secrets = statements[3]["Fn::If"][1]
+    secrets = statements[4]["Fn::If"][1]
     assert secrets["Action"] == "secretsmanager:GetSecretValue"
     # Only where the keys are is configured; never a key itself.
     variables = template["Resources"]["StreamFunction"]["Properties"]["Environment"]["Variables"]

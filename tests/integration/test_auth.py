@@ -313,3 +313,102 @@ async def test_cors_origins_as_a_star_a_list_or_json(
     assert allowed == ("*" if value == "*" else "http://b.test")
     assert "access-control-allow-credentials" not in response.headers  # never with *
     assert response.headers["access-control-expose-headers"] == "x-request-id"
+
+
+# --- stream tokens: EventSource with auth on --------------------------------------------------
+
+
+async def mint(client: httpx.AsyncClient, url: str, key: str, **query: Any) -> dict[str, Any]:
+    response = await client.post(
+        f"{url}/chat/stream/token", json=query, headers={"authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_a_stream_token_opens_one_get_for_exactly_its_query(
+    serve: Serve, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    key, record = create_key(tmp_path / "keys.sqlite3")
+    url = serve(guarded(tmp_path))
+    minted = await mint(client, url, key, prompt="one two", max_tokens=5)
+    assert minted["expires_in"] == 60
+    assert minted["url"].startswith("chat/stream?prompt=one+two&max_tokens=5&token=")
+    # What EventSource does: a plain GET, no headers.
+    response, events = await stream(client, f"{url}/{minted['url']}")
+    assert response.status_code == 200
+    assert text_of(events) == "one two"
+    again = await client.get(f"{url}/{minted['url']}")
+    assert again.status_code == 401
+    assert again.json()["error"]["message"] == "the stream token was already used"
+    other = await mint(client, url, key, prompt="one two")
+    changed = other["url"].replace("prompt=one+two", "prompt=something+costly")
+    refused = await client.get(f"{url}/{changed}")
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"] == "the stream token was minted for another request"
+    forged = other["url"][:-3] + ("AAA" if not other["url"].endswith("AAA") else "BBB")
+    assert (await client.get(f"{url}/{forged}")).status_code == 401
+    assert (await client.get(f"{url}/chat/stream?prompt=hi")).status_code == 401  # cross-site GET
+    in_url = await client.get(f"{url}/chat/stream", params={"prompt": "hi", "token": key})
+    assert in_url.status_code == 401
+    assert "does not go in a URL" in in_url.json()["error"]["message"]
+    assert record.id
+
+
+async def test_a_stream_token_expires(
+    serve: Serve, client: httpx.AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamfn.auth import stream_tokens
+
+    key, _ = create_key(tmp_path / "keys.sqlite3")
+    url = serve(guarded(tmp_path))
+    monkeypatch.setattr(stream_tokens, "LIFETIME_S", -1)
+    minted = await mint(client, url, key, prompt="late")
+    response = await client.get(f"{url}/{minted['url']}")
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "the stream token has expired: mint another"
+
+
+async def test_without_auth_the_token_route_gives_a_plain_url(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    url = serve(create_app(Settings(usage_records=False, echo_delay_ms=0)))
+    minted = (await client.post(f"{url}/chat/stream/token", json={"prompt": "hi"})).json()
+    assert minted == {"token": None, "expires_in": None, "url": "chat/stream?prompt=hi"}
+    _, events = await stream(client, f"{url}/{minted['url']}")
+    assert text_of(events) == "hi"
+
+
+async def test_dynamodb_claims_once_and_shares_one_secret(
+    moto: Moto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in moto.env.items():
+        monkeypatch.setenv(name, value)
+    table = f"keys-{uuid.uuid4().hex[:8]}"
+    create_keys_table(moto.dynamodb(), table)
+    first, second = DynamoDBKeyStore(table), DynamoDBKeyStore(table)
+    assert await first.claim("t1", time.time() + 60)
+    assert not await second.claim("t1", time.time() + 60)
+    assert await first.secret("s") == await second.secret("s")
+    assert len(await first.secret("s")) == 32
+    assert await first.all() == []  # claims and secrets are not keys
+
+
+def test_keys_still_work_after_a_second_lifespan(tmp_path: Path) -> None:
+    """Found by the fuzzer: a lifespan's shutdown closed the key store for good."""
+    from starlette.testclient import TestClient
+
+    key, _ = create_key(tmp_path / "keys.sqlite3")
+    app = guarded(tmp_path)
+    for _ in range(2):
+        with TestClient(app, base_url="http://127.0.0.1") as test_client:
+            response = test_client.post(
+                "/chat/stream", json=ASK, headers={"authorization": f"Bearer {key}"}
+            )
+            assert response.status_code == 200
+            minted = test_client.post(
+                "/chat/stream/token",
+                json={"prompt": "hi"},
+                headers={"authorization": f"Bearer {key}"},
+            ).json()
+            assert test_client.get(f"/{minted['url']}").status_code == 200

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from streamfn.auth import keys
 from streamfn.auth.keys import KeyStore
 from streamfn.auth.stores import DynamoDBKeyStore, SqliteKeyStore
+from streamfn.auth.stream_tokens import StreamTokens, TokenError
 from streamfn.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class Gate:
     def __init__(self, modes: frozenset[str], store: KeyStore | None) -> None:
         self.modes = modes
         self.store = store
+        self.tokens = StreamTokens(store) if store is not None else None
 
     @property
     def open(self) -> bool:
@@ -83,6 +86,22 @@ class Gate:
         if (why := record.usable(time.time())) is not None:
             raise Unauthorized(why)
         return Identity(f"key:{record.id}", record.name, record.limits)
+
+    async def from_url(self, path: str, query: Mapping[str, str]) -> Identity | None:
+        """The identity a URL carries (a stream token on `GET /chat/stream`), if any.
+        `Unauthorized` for an API key in a URL: it would end up in logs and histories."""
+        if any(keys.parse(value) for value in query.values()):
+            raise Unauthorized(
+                "an API key does not go in a URL (logs and browser histories keep URLs): "
+                "POST /chat/stream/token for a short-lived stream token"
+            )
+        token = query.get("token")
+        if path != "/chat/stream" or not token or self.tokens is None:
+            return None
+        try:
+            return Identity(await self.tokens.redeem(token, query))
+        except TokenError as exc:
+            raise Unauthorized(exc.message) from None
 
     async def aclose(self) -> None:
         if self.store is not None:
@@ -141,8 +160,12 @@ class AuthMiddleware:
             and self.protected(scope["path"])
         ):
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
             try:
-                scope[SCOPE_KEY] = await self.gate.authenticate(headers)
+                identity = None
+                if scope["method"] == "GET":
+                    identity = await self.gate.from_url(scope["path"], query)
+                scope[SCOPE_KEY] = identity or await self.gate.authenticate(headers)
             except Unauthorized as exc:
                 response = self.render(scope["path"], 401, "unauthorized", exc.message, CHALLENGE)
                 await response(scope, receive, send)

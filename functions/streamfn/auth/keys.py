@@ -86,4 +86,13 @@ class KeyStore(Protocol):
         """Mark `id` revoked; False when there is no such key."""
         ...
 
+    async def claim(self, name: str, expires_at: float) -> bool:
+        """Record `name` as used, once: True the first time, False ever after (until it
+        expires). What makes a stream token single use across processes."""
+        ...
+
+    async def secret(self, name: str) -> bytes:
+        """A random secret shared by every process using this store, made on first use."""
+        ...
+
     async def aclose(self) -> None: ...

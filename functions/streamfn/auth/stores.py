@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
     from types_boto3_dynamodb.service_resource import Table
 
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS claims (name TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -29,11 +33,24 @@ CREATE TABLE IF NOT EXISTS api_keys (
 
 
 class SqliteKeyStore:
+    """The connection opens on first use and again after `aclose`, so an app that lives through
+    more than one lifespan (test clients do that) keeps working."""
+
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.executescript(_SCHEMA)
+        self._path = path
+        self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        # Called with the lock held.
+        if self._connection is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._connection = sqlite3.connect(
+                self._path, check_same_thread=False, isolation_level=None
+            )
+            self._connection.executescript(_SCHEMA)
+        return self._connection
 
     def _run(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -76,8 +93,33 @@ class SqliteKeyStore:
 
         return await asyncio.to_thread(update)
 
+    async def claim(self, name: str, expires_at: float) -> bool:
+        def insert() -> bool:
+            with self._lock:
+                self._db.execute("DELETE FROM claims WHERE expires_at < ?", (time.time(),))
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO claims VALUES (?, ?)", (name, expires_at)
+                )
+                return cursor.rowcount == 1
+
+        return await asyncio.to_thread(insert)
+
+    async def secret(self, name: str) -> bytes:
+        def get_or_make() -> bytes:
+            with self._lock:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO secrets VALUES (?, ?)", (name, secrets.token_bytes(32))
+                )
+                row = self._db.execute("SELECT value FROM secrets WHERE name = ?", (name,))
+                return bytes(row.fetchone()[0])
+
+        return await asyncio.to_thread(get_or_make)
+
     async def aclose(self) -> None:
-        self._db.close()
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
 
 class DynamoDBKeyStore:
@@ -126,7 +168,9 @@ class DynamoDBKeyStore:
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        records = [await self.get(str(item["key_id"])) for item in items]
+        ids = [str(item["key_id"]) for item in items]
+        # Claims and secrets share the table under `claim#...` and `secret#...`.
+        records = [await self.get(id) for id in ids if "#" not in id]
         return sorted((r for r in records if r), key=lambda r: r.created_at)
 
     async def revoke(self, id: str, at: float) -> bool:
@@ -145,6 +189,38 @@ class DynamoDBKeyStore:
                 return False
             raise
         return True
+
+    async def claim(self, name: str, expires_at: float) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            await asyncio.to_thread(
+                self._table.put_item,
+                # `expires_at` as the table's TTL attribute would have it: DynamoDB removes it.
+                Item={"key_id": f"claim#{name}", "ttl": int(expires_at) + 60},
+                ConditionExpression="attribute_not_exists(key_id)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    async def secret(self, name: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        key = {"key_id": f"secret#{name}"}
+        try:
+            await asyncio.to_thread(
+                self._table.put_item,
+                Item={**key, "value": secrets.token_hex(32)},
+                ConditionExpression="attribute_not_exists(key_id)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+        item = (await asyncio.to_thread(self._table.get_item, Key=key, ConsistentRead=True))["Item"]
+        return bytes.fromhex(str(item["value"]))
 
     async def aclose(self) -> None:
         """boto3 holds no connection that needs closing."""

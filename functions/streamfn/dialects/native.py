@@ -252,6 +252,9 @@ class ChatQuery(_Strict):
     temperature: Temperature = None
     top_p: TopP = None
     reasoning_effort: Effort | None = None
+    token: str | None = Field(
+        default=None, description="A stream token (POST /chat/stream/token) when auth is on."
+    )
 
     def to_body(self) -> ChatBody:
         messages = [MessageIn(role="user", content=self.prompt)]
