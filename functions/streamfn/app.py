@@ -216,6 +216,7 @@ def create_app(
                 }
                 for s in registry.specs
                 for model in (s.models or (s.default_model,))
+                if pipeline.allows(s.name, model)
             ],
         }
 

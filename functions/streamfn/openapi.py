@@ -41,6 +41,7 @@ _WHY = {
     400: "An unknown provider or model, content that cannot be used (`param` names the "
     "field), or a request the provider rejected",
     401: "No valid API key (when STREAMFN_AUTH asks for one)",
+    403: "A provider or model STREAMFN_ALLOWED_MODELS does not allow",
     413: "The body exceeds STREAMFN_MAX_BODY_BYTES",
     422: "A malformed body",
     429: "The provider's rate limit (with Retry-After)",

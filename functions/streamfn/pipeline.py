@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Callable
+from fnmatch import fnmatchcase
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -76,6 +77,13 @@ class Pipeline:
         except UnknownProviderError as exc:
             raise Refused(400, "unknown_provider", str(exc), "provider") from None
         model = model or spec.default_model
+        if not self.allows(spec.name, model):
+            raise Refused(
+                403,
+                "forbidden",
+                f"{spec.name}/{model} is not allowed here (STREAMFN_ALLOWED_MODELS)",
+                "model",
+            )
         if spec.models is not None and model not in spec.models:
             raise Refused(
                 400,
@@ -84,6 +92,11 @@ class Pipeline:
                 "model",
             )
         return spec, model
+
+    def allows(self, provider: str, model: str) -> bool:
+        """Whether `provider/model` matches STREAMFN_ALLOWED_MODELS (all do when it is empty)."""
+        patterns = self.settings.allowed_models
+        return not patterns or any(fnmatchcase(f"{provider}/{model}", p) for p in patterns)
 
     def route(self, name: str | None) -> tuple[ProviderSpec, str]:
         """A model name as OpenAI-style clients give it: `provider/model`, a provider's name

@@ -100,7 +100,15 @@ class Settings(BaseSettings):
         default=4 << 20, ge=1, description="Largest inline (data: URL) image, decoded."
     )
     max_tokens_cap: int | None = Field(
-        default=None, ge=1, description="Upper bound applied to every request's max_tokens."
+        default=16384,
+        ge=1,
+        description="Upper bound on every request's max_tokens, and its value when a request "
+        "sets none: no request is unbounded.",
+    )
+    allowed_models: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="provider/model patterns requests may use (JSON or comma list; "
+        "anthropic/* allowed); empty: all. Others get 403.",
     )
     first_token_timeout_s: float = Field(
         default=60, gt=0, description="Longest wait for the provider's first token."
@@ -184,7 +192,7 @@ class Settings(BaseSettings):
     )
     metrics_namespace: str = Field(default="streamfn", description="CloudWatch namespace.")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_models", mode="before")
     @classmethod
     def _origin_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -209,8 +217,11 @@ class Settings(BaseSettings):
         return in_lambda()
 
     def on_loopback(self) -> bool:
-        """Serving only this machine: the local server on a loopback address, not Lambda."""
-        return not in_lambda() and (self.host in LOOPBACK or self.host.startswith("127."))
+        """Serving only this machine: the local server on a loopback address, not Lambda, and
+        not named for other hosts (behind a proxy, uvicorn listens on loopback but answers to
+        the public name in STREAMFN_ALLOWED_HOSTS: that server is exposed)."""
+        local = not in_lambda() and (self.host in LOOPBACK or self.host.startswith("127."))
+        return local and all(h in LOOPBACK or h.startswith("127.") for h in self.allowed_hosts)
 
     def hosts(self) -> list[str] | None:
         """The Host values to serve; None for any."""

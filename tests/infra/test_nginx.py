@@ -93,3 +93,26 @@ async def test_tokens_pass_through_nginx_as_they_are_generated(
     gaps = [b.at - a.at for a, b in itertools.pairwise(tokens)]
     assert min(gaps) > 0.075, gaps
     assert response.headers["x-request-id"]
+
+
+async def test_nginx_cuts_slow_headers_and_a_flood(
+    serve: Callable[[ASGIApp], str], nginx_in_front: Callable[[str], str]
+) -> None:
+    import asyncio
+    import socket
+    import time
+
+    url = nginx_in_front(serve(create_app(Settings(usage_records=False))))
+    port = int(url.rsplit(":", 1)[1])
+    # Headers that never finish: nginx closes the connection after client_header_timeout.
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as slow:
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        started = time.monotonic()
+        assert slow.recv(1024) == b""  # closed, with no response
+        assert 9 < time.monotonic() - started < 15
+    # A flood from one address: past the burst, 429s, and nothing more reaches the app.
+    async with httpx.AsyncClient(timeout=30) as client:
+        answers = await asyncio.gather(*(client.get(f"{url}/healthz") for _ in range(60)))
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(429) >= 30
+    assert 200 in statuses

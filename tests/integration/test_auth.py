@@ -412,3 +412,56 @@ def test_keys_still_work_after_a_second_lifespan(tmp_path: Path) -> None:
                 headers={"authorization": f"Bearer {key}"},
             ).json()
             assert test_client.get(f"/{minted['url']}").status_code == 200
+
+
+# --- per-request policy: allowed models, a default max_tokens cap ------------------------------
+
+
+async def test_allowed_models_refuse_others_with_a_403_before_any_provider(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    with Upstream(Reply(body=list(t.OPENAI_ANSWER))) as up:
+        settings = Settings(
+            usage_records=False,
+            openai_api_key="k",
+            openai_base_url=f"{up.url}/v1",
+            allowed_models=["openai/gpt-4o-mini", "echo/*"],
+        )
+        url = serve(create_app(settings))
+        refused = await client.post(
+            f"{url}/v1/chat/completions", json={"model": "openai/gpt-5-pro", **ASK}
+        )
+        native = await client.post(f"{url}/chat/stream", json={**ASK, "provider": "ollama"})
+        allowed = await client.post(f"{url}/v1/chat/completions", json={"model": "openai", **ASK})
+        models = (await client.get(f"{url}/v1/models")).json()["data"]
+    assert refused.status_code == 403
+    assert refused.json()["error"]["param"] == "model"
+    assert "openai/gpt-5-pro is not allowed here" in refused.json()["error"]["message"]
+    assert native.status_code == 403
+    assert allowed.status_code == 200
+    assert len(up.requests) == 1  # only the allowed one reached the provider
+    assert [m["id"] for m in models] == ["echo/echo", "openai/gpt-4o-mini"]
+
+
+async def test_a_request_without_max_tokens_gets_the_default_cap(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    with Upstream(Reply(body=list(t.OPENAI_ANSWER))) as up:
+        url = serve(
+            create_app(
+                Settings(usage_records=False, openai_api_key="k", openai_base_url=f"{up.url}/v1")
+            )
+        )
+        await client.post(f"{url}/v1/chat/completions", json={"model": "openai", **ASK})
+        await client.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "openai", "max_tokens": 1_000_000, **ASK},
+        )
+    assert [r.json()["max_tokens"] for r in up.requests] == [16384, 16384]
+
+
+def test_a_loopback_server_named_for_a_public_host_is_exposed() -> None:
+    """Behind a proxy, uvicorn listens on loopback but serves a public name: auth is on."""
+    behind_proxy = Settings(host="127.0.0.1", allowed_hosts=["chat.example.com"])
+    assert behind_proxy.auth_modes() == {"api_key"}
+    assert Settings(allowed_hosts=["localhost"]).auth_modes() == {"none"}

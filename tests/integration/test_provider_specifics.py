@@ -75,8 +75,8 @@ async def test_anthropic_usage_combines_message_start_and_message_delta(
         "reasoning_tokens": None,
         "cached_input_tokens": 100,
     }
-    # No max_tokens in the request: the configured default is sent, as Anthropic requires one.
-    assert up.requests[0].json()["max_tokens"] == 4096
+    # No max_tokens in the request: the default cap is sent (Anthropic requires one anyway).
+    assert up.requests[0].json()["max_tokens"] == 16384
     assert up.requests[0].json()["model"] == "claude-haiku-4-5"
     assert "system" not in up.requests[0].json()
 

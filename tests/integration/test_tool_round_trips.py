@@ -270,7 +270,7 @@ async def test_an_image_reaches_each_upstream_in_its_own_format(
         (
             "anthropic",
             {"reasoning": {"budget_tokens": 2048}},
-            {"thinking": {"type": "enabled", "budget_tokens": 2048}, "max_tokens": 2048 + 4096},
+            {"thinking": {"type": "enabled", "budget_tokens": 2048}, "max_tokens": 16384},
         ),
         (
             "anthropic",
