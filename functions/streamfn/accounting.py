@@ -69,6 +69,8 @@ class Accountant:
 
     async def settle(self, tally: Tally, status: int) -> None:
         record = tally.record(status)
+        if tally.lease is not None:  # first: a waiting request should not wait for the store
+            await tally.lease.release(record.input_tokens + record.output_tokens)
         try:
             self._telemetry.request_ended(record, tally)
         except Exception:

@@ -71,7 +71,16 @@ async def _keys(args: argparse.Namespace) -> int:
     try:
         if args.action == "create":
             expires = args.expires_days * 86400 if args.expires_days else None
-            key, record = keys.create(args.name, expires_in_s=expires)
+            limits = {
+                name: value
+                for name, value in (
+                    ("requests_per_minute", args.rpm),
+                    ("concurrent_streams", args.concurrency),
+                    ("tokens_per_day", args.tokens_per_day),
+                )
+                if value is not None
+            }
+            key, record = keys.create(args.name, expires_in_s=expires, limits=limits)
             await store.put(record)
             sys.stdout.write(f"{key}\n")
             sys.stderr.write(
@@ -137,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     create = actions.add_parser("create", help="make a key and print it, once")
     create.add_argument("--name", required=True, help="who or what the key is for")
     create.add_argument("--expires-days", type=float, default=None, help="expire after N days")
+    create.add_argument("--rpm", type=int, default=None, help="requests per minute")
+    create.add_argument("--concurrency", type=int, default=None, help="open streams at once")
+    create.add_argument("--tokens-per-day", type=int, default=None, help="tokens per UTC day")
     actions.add_parser("list", help="the keys: id, name, dates, state (never the key)")
     revoke = actions.add_parser("revoke", help="stop a key from working")
     revoke.add_argument("id", help="the key's id (the part after sfn_)")

@@ -8,6 +8,7 @@ dialect, and the request's account settled. No route repeats any of it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncGenerator, Callable
 from fnmatch import fnmatchcase
@@ -16,11 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from streamfn.accounting import Accountant, Accounted, identity, request_id
-from streamfn.chunks import StreamChunk
+from streamfn.chunks import StreamChunk, Usage
 from streamfn.content import InvalidContent
 from streamfn.dialects import Dialect, Encode
 from streamfn.guard import Timeouts, guard
 from streamfn.providers import ProviderRegistry, ProviderSpec, UnknownProviderError
+from streamfn.quotas import Exceeded, MemoryQuotas, Quota, Quotas
 from streamfn.request import ChatRequest, Limits, check
 from streamfn.settings import Settings
 from streamfn.streaming import Completion, complete_response, stream_response
@@ -55,6 +57,13 @@ def _deadline(request: Request, margin_s: float) -> float | None:
     return time.time() + float(remaining()) / 1000 - margin_s
 
 
+def _limited(dialect: Dialect, exc: Exceeded) -> Response:
+    retry_after = str(max(1, math.ceil(exc.retry_after_s)))
+    return dialect.error(
+        429, "rate_limit", exc.message, retryable=True, headers={"Retry-After": retry_after}
+    )
+
+
 class Pipeline:
     def __init__(
         self, settings: Settings, registry: ProviderRegistry, accountant: Accountant
@@ -62,6 +71,10 @@ class Pipeline:
         self.settings = settings
         self.registry = registry
         self.accountant = accountant
+        self.quotas: Quotas = MemoryQuotas()
+        self.quota = Quota(
+            settings.requests_per_minute, settings.concurrent_streams, settings.tokens_per_day
+        )
         self.limits = Limits(
             max_images=settings.max_images,
             max_image_bytes=settings.max_image_bytes,
@@ -123,10 +136,21 @@ class Pipeline:
             raise Refused(400, "bad_request", exc.message, exc.param) from None
         return chat
 
-    def _start(
+    async def _lease(self, request: Request, tally: Tally) -> None:
+        """Hold the caller's limits for this request (`Exceeded` when one is reached)."""
+        admitted = request.scope.get("streamfn.identity")
+        quota = self.quota.overridden(admitted.limits) if admitted is not None else self.quota
+        if quota.unlimited:
+            return
+        chat = tally.request
+        reserve = Usage.estimate(chat.prompt_text(), "").input_tokens + (chat.max_tokens or 0)
+        tally.lease = await self.quotas.acquire(tally.identity or "anonymous", quota, reserve)
+
+    async def _start(
         self, request: Request, spec: ProviderSpec, chat: ChatRequest
     ) -> tuple[Tally, AsyncGenerator[StreamChunk, None]]:
         tally = Tally(request_id(request), identity(request), spec.name, chat)
+        await self._lease(request, tally)
         timeouts = Timeouts(
             first_token_s=self.settings.first_token_timeout_s,
             idle_s=self.settings.idle_timeout_s,
@@ -146,7 +170,10 @@ class Pipeline:
         encode: Encode,
     ) -> Response:
         """`chat`'s answer from `spec`'s provider, streamed as `encode`'s events."""
-        tally, chunks = self._start(request, spec, chat)
+        try:
+            tally, chunks = await self._start(request, spec, chat)
+        except Exceeded as exc:
+            return _limited(dialect, exc)
         response = await stream_response(
             chunks,
             request,
@@ -168,6 +195,9 @@ class Pipeline:
         render: Callable[[Completion], Response],
     ) -> Response:
         """`chat`'s whole answer in one response, rendered by `render`."""
-        tally, chunks = self._start(request, spec, chat)
+        try:
+            tally, chunks = await self._start(request, spec, chat)
+        except Exceeded as exc:
+            return _limited(dialect, exc)
         response = await complete_response(chunks, request, dialect=dialect, render=render)
         return Accounted(response, tally, self.accountant)

@@ -105,6 +105,15 @@ class Settings(BaseSettings):
         description="Upper bound on every request's max_tokens, and its value when a request "
         "sets none: no request is unbounded.",
     )
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Per identity (API key, else address); unset: no limit."
+    )
+    concurrent_streams: int | None = Field(
+        default=None, ge=1, description="Open streams per identity; unset: no limit."
+    )
+    tokens_per_day: int | None = Field(
+        default=None, ge=1, description="Tokens per identity per UTC day; unset: no limit."
+    )
     allowed_models: Annotated[list[str], NoDecode] = Field(
         default=[],
         description="provider/model patterns requests may use (JSON or comma list; "

@@ -22,6 +22,7 @@ from streamfn.chunks import (
     ToolCallDelta,
     Usage,
 )
+from streamfn.quotas import Lease
 from streamfn.request import ChatRequest
 
 Outcome: TypeAlias = Literal["finished", "errored", "timeout", "cancelled"]
@@ -72,6 +73,7 @@ class Tally:
     _first_token: float | None = None
     _text: list[str] = field(default_factory=list)
     _final: Finish | StreamError | None = None
+    lease: Lease | None = None  # the request's hold on its identity's limits
 
     async def observe(
         self, chunks: AsyncGenerator[StreamChunk, None]
