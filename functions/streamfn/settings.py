@@ -64,6 +64,19 @@ class Settings(BaseSettings):
         description="Host header values served (JSON list; *.example.com allowed). Default: "
         "the local names on loopback (against DNS rebinding), any host elsewhere.",
     )
+    jwt_issuer: str | None = Field(
+        default=None, description="STREAMFN_AUTH=jwt: the identity provider's issuer (iss)."
+    )
+    jwt_audience: str | None = Field(default=None, description="The audience (aud) to expect.")
+    jwt_jwks_url: str | None = Field(
+        default=None, description="The JWKS; default: <issuer>/.well-known/jwks.json."
+    )
+    jwt_refetch_cooldown_s: float = Field(
+        default=30, ge=0, description="Least time between two fetches of the JWKS (rotation)."
+    )
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(
+        default=["RS256", "ES256"], description="Signature algorithms accepted."
+    )
     keys_db: Path = Field(
         default_factory=lambda: _data_dir() / "keys.sqlite3",
         description="SQLite file of API keys when no DynamoDB table is set.",
@@ -201,7 +214,7 @@ class Settings(BaseSettings):
     )
     metrics_namespace: str = Field(default="streamfn", description="CloudWatch namespace.")
 
-    @field_validator("cors_origins", "allowed_models", mode="before")
+    @field_validator("cors_origins", "allowed_models", "jwt_algorithms", mode="before")
     @classmethod
     def _origin_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -257,3 +257,11 @@ def test_env_json_names_the_templates_functions_and_feeds_the_emulator() -> None
     env = env_json(ROOT / "infra" / "env.json")
     assert env["STREAMFN_ECHO_DELAY_MS"] == "40"  # from Parameters
     assert env["STREAMFN_DEFAULT_PROVIDER"] == "echo"  # from StreamFunction
+
+
+def test_jwt_auth_is_a_deploy_option(sam: Path) -> None:
+    template = transformed(sam)
+    assert "api_key,jwt" in template["Parameters"]["StreamfnAuth"]["AllowedValues"]
+    variables = template["Resources"]["StreamFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["STREAMFN_JWT_ISSUER"] == {"Ref": "JwtIssuer"}
+    assert variables["STREAMFN_JWT_AUDIENCE"] == {"Ref": "JwtAudience"}

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from starlette.responses import Response
@@ -23,6 +23,9 @@ from streamfn.auth.keys import KeyStore
 from streamfn.auth.stores import DynamoDBKeyStore, SqliteKeyStore
 from streamfn.auth.stream_tokens import StreamTokens, TokenError
 from streamfn.settings import Settings
+
+if TYPE_CHECKING:
+    from streamfn.auth.jwt_auth import JwtVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +60,12 @@ def credential(headers: Mapping[str, str]) -> str | None:
 class Gate:
     """Checks credentials against the configured modes."""
 
-    def __init__(self, modes: frozenset[str], store: KeyStore | None) -> None:
+    def __init__(
+        self, modes: frozenset[str], store: KeyStore | None, jwt: JwtVerifier | None = None
+    ) -> None:
         self.modes = modes
         self.store = store
+        self.jwt = jwt
         self.tokens = StreamTokens(store) if store is not None else None
 
     @property
@@ -73,10 +79,12 @@ class Gate:
         token = credential(headers)
         if token is None:
             raise Unauthorized(
-                "this server needs an API key: send it as Authorization: Bearer <key> or "
-                "x-api-key (create one with `streamfn keys create`)"
+                "this server needs credentials: an API key or token as Authorization: Bearer "
+                "<credential>, or x-api-key (keys: `streamfn keys create`)"
             )
         parsed = keys.parse(token)
+        if parsed is None and self.jwt is not None:
+            return await self.jwt.verify(token)
         if parsed is None or "api_key" not in self.modes or self.store is None:
             raise Unauthorized("the API key is not valid")
         id, secret = parsed
@@ -111,9 +119,21 @@ class Gate:
 def open_gate(settings: Settings) -> Gate:
     """The gate `settings` ask for, with its key store."""
     modes = settings.auth_modes()
+    verifier = None
     if "jwt" in modes:
-        raise NotImplementedError(
-            "STREAMFN_AUTH=jwt is not implemented yet: use api_key (see README, Authentication)"
+        if not (settings.jwt_issuer and settings.jwt_audience):
+            raise ValueError(
+                "STREAMFN_AUTH=jwt needs STREAMFN_JWT_ISSUER and STREAMFN_JWT_AUDIENCE"
+            )
+        from streamfn.auth.jwt_auth import JwtVerifier  # PyJWT only where it is used
+
+        verifier = JwtVerifier(
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            jwks_url=settings.jwt_jwks_url
+            or settings.jwt_issuer.rstrip("/") + "/.well-known/jwks.json",
+            algorithms=settings.jwt_algorithms,
+            refetch_cooldown_s=settings.jwt_refetch_cooldown_s,
         )
     if modes == frozenset({"none"}):
         if not settings.on_loopback():
@@ -128,7 +148,7 @@ def open_gate(settings: Settings) -> Gate:
         if settings.keys_table
         else SqliteKeyStore(settings.keys_db)
     )
-    return Gate(modes, store)
+    return Gate(modes, store, verifier)
 
 
 Render = Callable[[str, int, str, str, Mapping[str, str]], Response]
