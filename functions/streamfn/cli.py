@@ -80,6 +80,8 @@ async def _keys(args: argparse.Namespace) -> int:
                 )
                 if value is not None
             }
+            if args.models:
+                limits["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
             key, record = keys.create(args.name, expires_in_s=expires, limits=limits)
             await store.put(record)
             sys.stdout.write(f"{key}\n")
@@ -149,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     create.add_argument("--rpm", type=int, default=None, help="requests per minute")
     create.add_argument("--concurrency", type=int, default=None, help="open streams at once")
     create.add_argument("--tokens-per-day", type=int, default=None, help="tokens per UTC day")
+    create.add_argument(
+        "--models", default=None, help="only these provider/model patterns (anthropic/*,...)"
+    )
     actions.add_parser("list", help="the keys: id, name, dates, state (never the key)")
     revoke = actions.add_parser("revoke", help="stop a key from working")
     revoke.add_argument("id", help="the key's id (the part after sfn_)")

@@ -137,8 +137,13 @@ class Pipeline:
         return chat
 
     async def _lease(self, request: Request, tally: Tally) -> None:
-        """Hold the caller's limits for this request (`Exceeded` when one is reached)."""
+        """Hold the caller's limits for this request (`Exceeded` when one is reached); a key
+        limited to some models is refused the others (`Refused`, 403)."""
         admitted = request.scope.get("streamfn.identity")
+        patterns = admitted.limits.get("models") if admitted is not None else None
+        model = f"{tally.provider}/{tally.request.model}"
+        if patterns and not any(fnmatchcase(model, p) for p in patterns):
+            raise Refused(403, "forbidden", f"this API key may not use {model}", "model")
         quota = self.quota.overridden(admitted.limits) if admitted is not None else self.quota
         if quota.unlimited:
             return
@@ -174,6 +179,8 @@ class Pipeline:
             tally, chunks = await self._start(request, spec, chat)
         except Exceeded as exc:
             return _limited(dialect, exc)
+        except Refused as exc:
+            return exc.response(dialect)
         response = await stream_response(
             chunks,
             request,
@@ -199,5 +206,7 @@ class Pipeline:
             tally, chunks = await self._start(request, spec, chat)
         except Exceeded as exc:
             return _limited(dialect, exc)
+        except Refused as exc:
+            return exc.response(dialect)
         response = await complete_response(chunks, request, dialect=dialect, render=render)
         return Accounted(response, tally, self.accountant)

@@ -97,3 +97,25 @@ async def test_a_keys_own_limits_replace_the_defaults(
 
     assert [await status(strict) for _ in range(2)] == [200, 429]
     assert [await status(loose) for _ in range(4)] == [200, 200, 200, 429]  # its own count
+
+
+async def test_a_key_limited_to_some_models_is_refused_the_others(
+    serve: Serve, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    echo_only, _ = create_key(tmp_path / "keys.sqlite3", limits={"models": ["echo/*"]})
+    ollama_only, _ = create_key(tmp_path / "keys.sqlite3", limits={"models": ["ollama/*"]})
+    settings = Settings(
+        auth="api_key", keys_db=tmp_path / "keys.sqlite3", usage_records=False, echo_delay_ms=0
+    )
+    url = serve(create_app(settings))
+
+    async def call(key: str) -> httpx.Response:
+        headers = {"authorization": f"Bearer {key}"}
+        body = {"model": "echo", "messages": user("x")["messages"]}
+        return await client.post(f"{url}/v1/chat/completions", json=body, headers=headers)
+
+    assert (await call(echo_only)).status_code == 200
+    refused = await call(ollama_only)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"] == "this API key may not use echo/echo"
+    assert refused.json()["error"]["param"] == "model"
