@@ -58,16 +58,15 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        expects = headers.get(b"expect", b"").lower() == b"100-continue"
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                if not expects:
-                    await _drain(receive, 0)
-                response = self.render(
-                    scope["path"], 413, HTTP_ERROR_TYPES[413], _too_large(self.max_bytes)
-                )
-                await response(scope, receive, send)
-                return
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            if headers.get(b"expect", b"").lower() != b"100-continue":
+                await _drain(receive, 0)
+            response = self.render(
+                scope["path"], 413, HTTP_ERROR_TYPES[413], _too_large(self.max_bytes)
+            )
+            await response(scope, receive, send)
+            return
         received = 0
 
         async def counting_receive() -> Message:

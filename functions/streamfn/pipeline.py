@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from fnmatch import fnmatchcase
 
 from starlette.requests import Request
@@ -32,15 +32,30 @@ from streamfn.usage import Tally
 class Refused(Exception):
     """A request refused before it reaches a provider; the route renders it in its dialect."""
 
-    def __init__(self, status: int, type: str, message: str, param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        type: str,
+        message: str,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.type = type
         self.message = message
         self.param = param
+        self.headers = headers
 
     def response(self, dialect: Dialect) -> Response:
-        return dialect.error(self.status, self.type, self.message, param=self.param)
+        return dialect.error(
+            self.status,
+            self.type,
+            self.message,
+            param=self.param,
+            retryable=self.status == 429,
+            headers=self.headers,
+        )
 
 
 def _deadline(request: Request, margin_s: float) -> float | None:
@@ -55,13 +70,6 @@ def _deadline(request: Request, margin_s: float) -> float | None:
     if remaining is None:
         return None
     return time.time() + float(remaining()) / 1000 - margin_s
-
-
-def _limited(dialect: Dialect, exc: Exceeded) -> Response:
-    retry_after = str(max(1, math.ceil(exc.retry_after_s)))
-    return dialect.error(
-        429, "rate_limit", exc.message, retryable=True, headers={"Retry-After": retry_after}
-    )
 
 
 class Pipeline:
@@ -137,8 +145,8 @@ class Pipeline:
         return chat
 
     async def _lease(self, request: Request, tally: Tally) -> None:
-        """Hold the caller's limits for this request (`Exceeded` when one is reached); a key
-        limited to some models is refused the others (`Refused`, 403)."""
+        """Hold the caller's limits for this request; `Refused` with a 429 when one is reached,
+        and with a 403 for a model a key is not allowed."""
         admitted = request.scope.get("streamfn.identity")
         patterns = admitted.limits.get("models") if admitted is not None else None
         model = f"{tally.provider}/{tally.request.model}"
@@ -149,7 +157,13 @@ class Pipeline:
             return
         chat = tally.request
         reserve = Usage.estimate(chat.prompt_text(), "").input_tokens + (chat.max_tokens or 0)
-        tally.lease = await self.quotas.acquire(tally.identity or "anonymous", quota, reserve)
+        try:
+            tally.lease = await self.quotas.acquire(tally.identity or "anonymous", quota, reserve)
+        except Exceeded as exc:
+            retry_after = str(max(1, math.ceil(exc.retry_after_s)))
+            raise Refused(
+                429, "rate_limit", exc.message, headers={"Retry-After": retry_after}
+            ) from None
 
     async def _start(
         self, request: Request, spec: ProviderSpec, chat: ChatRequest
@@ -177,8 +191,6 @@ class Pipeline:
         """`chat`'s answer from `spec`'s provider, streamed as `encode`'s events."""
         try:
             tally, chunks = await self._start(request, spec, chat)
-        except Exceeded as exc:
-            return _limited(dialect, exc)
         except Refused as exc:
             return exc.response(dialect)
         response = await stream_response(
@@ -204,8 +216,6 @@ class Pipeline:
         """`chat`'s whole answer in one response, rendered by `render`."""
         try:
             tally, chunks = await self._start(request, spec, chat)
-        except Exceeded as exc:
-            return _limited(dialect, exc)
         except Refused as exc:
             return exc.response(dialect)
         response = await complete_response(chunks, request, dialect=dialect, render=render)

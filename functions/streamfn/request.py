@@ -115,7 +115,9 @@ def check(request: ChatRequest, limits: Limits) -> None:
 
     Shape errors (wrong types, unknown fields) are the parsers' to report; this checks what
     spans fields: tool results against the calls they answer, tools against `tool_choice`,
-    and the size of what is attached. `param` paths follow the native body (`messages.2...`).
+    and how much is attached (each image's size is checked where it is parsed, by
+    `content.image_from_url`, before its data is decoded). `param` paths follow the native body
+    (`messages.2...`).
     """
     if len(request.messages) > limits.max_messages:
         raise InvalidContent(
@@ -147,11 +149,6 @@ def check(request: ChatRequest, limits: Limits) -> None:
                 raise InvalidContent(
                     f"messages.{i}.content.{j}",
                     f"a request may carry at most {limits.max_images} images (STREAMFN_MAX_IMAGES)",
-                )
-            if image.size > limits.max_image_bytes:
-                raise InvalidContent(
-                    f"messages.{i}.content.{j}",
-                    f"the image exceeds {limits.max_image_bytes} bytes (STREAMFN_MAX_IMAGE_BYTES)",
                 )
         if message.role == "assistant":
             for k, call in enumerate(message.tool_calls):

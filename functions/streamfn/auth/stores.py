@@ -9,6 +9,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,8 +134,10 @@ class DynamoDBKeyStore:
 
     async def get(self, id: str) -> ApiKey | None:
         item = (await asyncio.to_thread(self._table.get_item, Key={"key_id": id})).get("Item")
-        if item is None:
-            return None
+        return None if item is None else self._record(item)
+
+    @staticmethod
+    def _record(item: Mapping[str, Any]) -> ApiKey:
         return ApiKey(
             id=str(item["key_id"]),
             name=str(item["name"]),
@@ -168,10 +171,9 @@ class DynamoDBKeyStore:
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        ids = [str(item["key_id"]) for item in items]
         # Claims and secrets share the table under `claim#...` and `secret#...`.
-        records = [await self.get(id) for id in ids if "#" not in id]
-        return sorted((r for r in records if r), key=lambda r: r.created_at)
+        records = [self._record(item) for item in items if "#" not in str(item["key_id"])]
+        return sorted(records, key=lambda r: r.created_at)
 
     async def revoke(self, id: str, at: float) -> bool:
         from botocore.exceptions import ClientError
