@@ -70,7 +70,11 @@ class Accountant:
     async def settle(self, tally: Tally, status: int) -> None:
         record = tally.record(status)
         if tally.lease is not None:  # first: a waiting request should not wait for the store
-            await tally.lease.release(record.input_tokens + record.output_tokens)
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await tally.lease.release(record.input_tokens + record.output_tokens)
+            except Exception:  # the record below must still be written
+                logger.exception("limits not released for request %s", record.request_id)
         try:
             self._telemetry.request_ended(record, tally)
         except Exception:

@@ -44,9 +44,9 @@ _WHY = {
     403: "A provider or model STREAMFN_ALLOWED_MODELS does not allow",
     413: "The body exceeds STREAMFN_MAX_BODY_BYTES",
     422: "A malformed body",
-    429: "The provider's rate limit (with Retry-After)",
+    429: "A per-identity limit of streamfn's, or the provider's rate limit (with Retry-After)",
     502: "The provider failed, or rejected streamfn's key",
-    503: "The provider is overloaded",
+    503: "The provider is overloaded, or the limits table cannot be reached",
     504: "No first token within STREAMFN_FIRST_TOKEN_TIMEOUT_S",
 }
 

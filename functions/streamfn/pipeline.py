@@ -8,6 +8,7 @@ dialect, and the request's account settled. No route repeats any of it.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -22,11 +23,13 @@ from streamfn.content import InvalidContent
 from streamfn.dialects import Dialect, Encode
 from streamfn.guard import Timeouts, guard
 from streamfn.providers import ProviderRegistry, ProviderSpec, UnknownProviderError
-from streamfn.quotas import Exceeded, MemoryQuotas, Quota, Quotas
+from streamfn.quotas import Exceeded, Quota, Quotas, Unavailable, from_settings
 from streamfn.request import ChatRequest, Limits, check
 from streamfn.settings import Settings
 from streamfn.streaming import Completion, complete_response, stream_response
 from streamfn.usage import Tally
+
+logger = logging.getLogger("streamfn")
 
 
 class Refused(Exception):
@@ -79,7 +82,7 @@ class Pipeline:
         self.settings = settings
         self.registry = registry
         self.accountant = accountant
-        self.quotas: Quotas = MemoryQuotas()
+        self.quotas: Quotas = from_settings(settings)
         self.quota = Quota(
             settings.requests_per_minute, settings.concurrent_streams, settings.tokens_per_day
         )
@@ -163,6 +166,14 @@ class Pipeline:
             retry_after = str(max(1, math.ceil(exc.retry_after_s)))
             raise Refused(
                 429, "rate_limit", exc.message, headers={"Retry-After": retry_after}
+            ) from None
+        except Unavailable as exc:
+            logger.error("limits store unavailable (%s): refusing rather than not counting", exc)
+            raise Refused(
+                503,
+                "unavailable",
+                "limits cannot be checked just now",
+                headers={"Retry-After": "1"},
             ) from None
 
     async def _start(

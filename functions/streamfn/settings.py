@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     keys_table: str | None = Field(
         default=None, description="DynamoDB table of API keys (the SAM template sets it)."
     )
+    limits_table: str | None = Field(
+        default=None,
+        description="DynamoDB table where per-identity limits are counted, shared by every "
+        "process and Lambda environment (the SAM template sets it); unset: counted in memory.",
+    )
     default_provider: str | None = Field(
         default=None,
         description="Provider used when a request names none; by default openai, else "

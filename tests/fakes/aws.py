@@ -78,3 +78,16 @@ def create_keys_table(client: DynamoDBClient, name: str) -> None:
         KeySchema=[{"AttributeName": "key_id", "KeyType": "HASH"}],
         BillingMode="PAY_PER_REQUEST",
     )
+
+
+def create_limits_table(client: DynamoDBClient, name: str) -> None:
+    """The limits table as template.yaml declares it: keyed by pk, TTL on ttl."""
+    client.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
+    )

@@ -140,10 +140,13 @@ def test_least_privilege_and_no_keys_in_the_template(sam: Path) -> None:
     assert claims["Condition"] == {
         "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["claim#*", "secret#*"]}
     }
-    ssm = statements[3]["Fn::If"][1]
+    limits = statements[3]
+    assert limits["Action"] == ["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem"]
+    assert limits["Resource"] == {"Fn::GetAtt": ["LimitsTable", "Arn"]}
+    ssm = statements[4]["Fn::If"][1]
     assert ssm["Action"] == "ssm:GetParameter"  # one named parameter each, no wildcard
     assert all("*" not in json.dumps(r) for r in ssm["Resource"])
-    secrets = statements[4]["Fn::If"][1]
+    secrets = statements[5]["Fn::If"][1]
     assert secrets["Action"] == "secretsmanager:GetSecretValue"
     # Only where the keys are is configured; never a key itself.
     variables = template["Resources"]["StreamFunction"]["Properties"]["Environment"]["Variables"]
@@ -157,6 +160,12 @@ def test_least_privilege_and_no_keys_in_the_template(sam: Path) -> None:
     assert template["Parameters"]["StreamfnAuth"]["Default"] == "api_key"
     assert variables["STREAMFN_AUTH"] == {"Ref": "StreamfnAuth"}
     assert variables["STREAMFN_KEYS_TABLE"] == {"Ref": "KeysTable"}
+    # Limits are counted in a table every environment shares, and apply when configured.
+    assert variables["STREAMFN_LIMITS_TABLE"] == {"Ref": "LimitsTable"}
+    limits_table = template["Resources"]["LimitsTable"]["Properties"]
+    assert limits_table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert limits_table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert variables["STREAMFN_REQUESTS_PER_MINUTE"]["Fn::If"][0] == "HasRequestsPerMinute"
     keys_table = template["Resources"]["KeysTable"]
     assert keys_table["DeletionPolicy"] == "Retain"
     assert keys_table["Properties"]["KeySchema"] == [{"AttributeName": "key_id", "KeyType": "HASH"}]
