@@ -42,8 +42,11 @@ class ServerThread:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
+        # loop="asyncio": uvicorn's default ("auto") would install uvloop's policy for the whole
+        # test process, changing every other test's loop; `make run` (local/serve.py) uses
+        # uvloop, and tests/integration/test_local_serve.py runs that.
         config = uvicorn.Config(
-            app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+            app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, loop="asyncio"
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -15,6 +15,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from streamfn.chunks import Finish, StreamChunk, StreamError
+from streamfn.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -43,36 +44,47 @@ async def guard(
         ends_at = loop.time() + timeouts.deadline - time.time()
         ending = "the stream was ended before the Lambda invocation deadline"
     started = False
+    watchdog = Watchdog(loop, ends_at)
     async with aclosing(source) as stream:
-        while True:
-            gap = timeouts.idle_s if started else timeouts.first_token_s
-            budget = min(gap, ends_at - loop.time())
-            try:
-                async with asyncio.timeout(max(budget, 0)):
+        try:
+            while True:
+                gap = timeouts.idle_s if started else timeouts.first_token_s
+                if loop.time() >= ends_at:  # spent while the reader was busy
+                    yield StreamError("timeout", ending, retryable=True)
+                    return
+                watchdog.start(gap)
+                try:
                     chunk = await anext(stream)
-            except TimeoutError:
-                if budget < gap:
-                    message = ending
-                else:
-                    message = (
-                        f"the provider exceeded the {'idle' if started else 'first-token'} timeout"
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if not watchdog.fired or task is None or task.uncancel() > 0:
+                        raise  # not (only) ours: the client left, or the server stops
+                    if watchdog.asked_at + gap > ends_at:
+                        message = ending
+                    else:
+                        phase = "idle" if started else "first-token"
+                        message = f"the provider exceeded the {phase} timeout"
+                    yield StreamError("timeout", message, retryable=True)
+                    return
+                except StopAsyncIteration:
+                    yield StreamError(
+                        "upstream_error",
+                        "the provider's stream ended without a finish",
+                        retryable=True,
                     )
-                yield StreamError("timeout", message, retryable=True)
-                return
-            except StopAsyncIteration:
-                yield StreamError(
-                    "upstream_error",
-                    "the provider's stream ended without a finish",
-                    retryable=True,
-                )
-                return
-            except Exception:
-                # Providers translate upstream failures into StreamError chunks; reaching here is
-                # a bug. This is the one catch-all on the stream path: log it, tell the client.
-                logger.exception("provider stream failed")
-                yield StreamError("internal", "internal error in streamfn", retryable=False)
-                return
-            yield chunk
-            if isinstance(chunk, Finish | StreamError):
-                return
-            started = True
+                    return
+                except Exception:
+                    # Providers translate upstream failures into StreamError chunks; reaching
+                    # here is a bug. This is the one catch-all on the stream path: log it, tell
+                    # the client.
+                    logger.exception("provider stream failed")
+                    yield StreamError("internal", "internal error in streamfn", retryable=False)
+                    return
+                finally:
+                    watchdog.done()
+                yield chunk
+                if isinstance(chunk, Finish | StreamError):
+                    return
+                started = True
+        finally:
+            watchdog.stop()

@@ -13,15 +13,17 @@ spaces and colons and any Unicode included, arrives exactly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from streamfn.dialects import Event
+from streamfn.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -40,40 +42,106 @@ def _keepalive() -> ServerSentEvent:
 # A lone surrogate (say, half of a JSON "\ud83d\ude00" escape that an upstream split) is not
 # UTF-8; it becomes U+FFFD rather than failing the whole stream.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_LINES = re.compile("\r\n|\r|\n")
 
 
 def encode(event: Event, *, id: int, retry_ms: int | None = None) -> bytes:
-    """The bytes of one event."""
-    sse = ServerSentEvent(event.data, event=event.name, id=str(id), retry=retry_ms, sep="\n")
+    """The bytes of one event: `id`, `event`, one `data` line per line of data, `retry`; the
+    field order and spelling of sse-starlette's `ServerSentEvent`, written here in one format
+    call because this runs once per token."""
+    data = event.data
+    if "\n" in data or "\r" in data:
+        data = "\ndata: ".join(_LINES.split(data))
+    if event.name is None:
+        text = f"id: {id}\ndata: {data}\n"
+    else:
+        text = f"id: {id}\nevent: {event.name}\ndata: {data}\n"
+    if retry_ms is not None:
+        text += f"retry: {retry_ms}\n"
     try:
-        return sse.encode()
+        return (text + "\n").encode()
     except UnicodeEncodeError:
-        sse.data = _SURROGATE.sub("\ufffd", event.data)
-        return sse.encode()
+        return (_SURROGATE.sub("\ufffd", text) + "\n").encode()
 
 
 async def _framed(events: AsyncGenerator[Event, None], retry_ms: int) -> AsyncIterator[bytes]:
-    try:
+    """The events' bytes, the events that are ready joined into one write.
+
+    A task of its own reads `events` into a buffer while the response's task writes what has
+    been buffered: when the reader (or the network) is slower than the provider, everything
+    that came meanwhile goes out in one send, not one per token; the first event is never held
+    back, since the writer takes whatever is there as soon as anything is."""
+    loop = asyncio.get_running_loop()
+    buffered: list[bytes] = []
+    wake: asyncio.Future[None] | None = None
+
+    async def read() -> None:
+        nonlocal wake
         seq = 0
-        async for event in events:
-            seq += 1
-            yield encode(event, id=seq, retry_ms=retry_ms if seq == 1 else None)
+        try:
+            async for event in events:
+                seq += 1
+                buffered.append(encode(event, id=seq, retry_ms=retry_ms if seq == 1 else None))
+                if wake is not None and not wake.done():
+                    wake.set_result(None)
+        finally:
+            # However the stream ends (done, failed, or this task cancelled because the client
+            # left): closing `events` closes everything upstream of it, the request included.
+            await events.aclose()
+
+    reader = loop.create_task(read())
+    try:
+        while True:
+            if not buffered:
+                if reader.done():
+                    reader.result()  # its failure, if it failed
+                    return
+                wake = loop.create_future()
+                await asyncio.wait((wake, reader), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            out = buffered[0] if len(buffered) == 1 else b"".join(buffered)
+            buffered.clear()
+            yield out
     finally:
-        # Runs when the stream ends, fails, or sse-starlette cancels it on disconnect; closing
-        # `events` closes everything upstream of it.
-        await events.aclose()
+        # When the stream ends early (sse-starlette closes this on a disconnect or a write
+        # timeout), the reader is cancelled and closes `events` itself; awaiting it here could
+        # not be relied on, as this runs inside a cancelled scope.
+        reader.cancel()
 
 
 class _Stream(EventSourceResponse):
     """A client that takes no bytes for `send_timeout` seconds (it stopped reading, and the
     socket's buffers are full) is treated as gone: sse-starlette then closes the event source,
-    which cancels the upstream request, and raises; that is a departure, not a failure."""
+    which cancels the upstream request, and raises; that is a departure, not a failure.
+
+    The write timeout is one `Watchdog` per stream rather than sse-starlette's cancel scope per
+    send, which cost as much as the send itself."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._watchdog = Watchdog(asyncio.get_running_loop())
         try:
             await super().__call__(scope, receive, send)
         except* SendTimeoutError:
             logger.info("the client took nothing for %s s: treated as gone", self.send_timeout)
+        finally:
+            self._watchdog.stop()
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        watchdog = self._watchdog
+        if self.send_timeout is None or watchdog.waiter is not None:
+            # No timeout; or a keepalive while an event's send waits: sse-starlette's own way.
+            await super()._send_with_timeout(send, message)
+            return
+        watchdog.start(self.send_timeout)
+        try:
+            await send(message)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if watchdog.fired and task is not None and task.uncancel() == 0:
+                raise SendTimeoutError() from None
+            raise
+        finally:
+            watchdog.done()
 
 
 def event_stream(

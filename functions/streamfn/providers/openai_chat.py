@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any, Literal, cast
 
+import httpx2
 import openai
+import orjson
 from openai import AsyncOpenAI, omit
-from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
-from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from streamfn.chunks import (
     Finish,
@@ -31,6 +31,7 @@ from streamfn.chunks import (
 from streamfn.content import Message, NamedTool, Part, Reasoning, Text, Tool, ToolChoice
 from streamfn.providers import upstream
 from streamfn.providers.assembly import ReasoningTracker, ToolCallAssembler
+from streamfn.providers.sse_reader import SSEReader
 from streamfn.request import ChatRequest
 
 _FINISH: dict[str, FinishReason] = {
@@ -96,7 +97,9 @@ class OpenAIChatProvider:
         tools = [_tool(t) for t in request.tools]
         effort = request.reasoning.effort if request.reasoning else None
         try:
-            response = await self._client.chat.completions.create(
+            # The SDK builds the request, retries, and raises its errors for a failed status;
+            # the body is read raw (providers.sse_reader says why).
+            opened = self._client.chat.completions.with_streaming_response.create(
                 model=request.model,
                 messages=cast(
                     "list[ChatCompletionMessageParam]",
@@ -116,6 +119,7 @@ class OpenAIChatProvider:
                 else request.parallel_tool_calls,
                 reasoning_effort=effort if effort is not None else omit,
             )
+            response = await opened.__aenter__()
         except openai.OpenAIError as exc:
             yield self._error(exc)
             return
@@ -124,40 +128,61 @@ class OpenAIChatProvider:
         text: list[str] = []
         calls = ToolCallAssembler()
         reasoning = ReasoningTracker()
+        reader = SSEReader()
         # Leaving this block, however it is left, closes the HTTP response: a client that goes
         # away closes the upstream connection, and generation stops.
-        async with response:
-            try:
-                async for chunk in response:
-                    if chunk.usage is not None:
-                        usage = _usage(chunk.usage)
-                    for choice in chunk.choices[:1]:
-                        delta = choice.delta
-                        if delta is not None:
+        try:
+            async for piece in response.http_response.aiter_bytes():
+                for _, data in reader.feed(piece):
+                    if data == b"[DONE]":
+                        break
+                    chunk = orjson.loads(data)
+                    if not isinstance(chunk, dict):
+                        raise ValueError("a chunk that is not a JSON object")
+                    if error := chunk.get("error"):
+                        # An `error` object inside the stream, after a 200, as the SDK reads it.
+                        yield self._mid_stream(error)
+                        return
+                    if (counted := chunk.get("usage")) is not None:
+                        usage = _usage(counted)
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta")
+                        if delta:
                             for out in _deltas(delta, calls, reasoning):
                                 if isinstance(out, TextDelta | ReasoningDelta):
                                     text.append(out.text)
                                 elif isinstance(out, ToolCallDelta):
                                     text.append(out.arguments)
                                 yield out
-                        if choice.finish_reason is not None and finish is None:
-                            finish = _FINISH.get(choice.finish_reason, "stop")
+                        if (reason := choice.get("finish_reason")) is not None and finish is None:
+                            finish = _FINISH.get(reason, "stop")
                             if calls and finish == "stop":
                                 finish = "tool_calls"  # servers that say stop after calls
                             for out in [*reasoning.close(), *calls.end()]:
                                 yield out
-            except openai.OpenAIError as exc:
-                yield self._error(exc)
-                return
-            except ValueError as exc:  # a line that is not JSON, or not a chunk
-                yield upstream.malformed(self.name, str(exc)[:200])
-                return
+                        break  # the first choice only: n is never more than 1
+        except httpx2.TimeoutException:
+            yield upstream.timed_out(self.name)
+            return
+        except httpx2.TransportError:
+            yield upstream.unreachable(self.name, "the connection failed or broke")
+            return
+        except (ValueError, TypeError, AttributeError) as exc:  # not JSON, or not a chunk
+            yield upstream.malformed(self.name, str(exc)[:200])
+            return
+        finally:
+            await opened.__aexit__(None, None, None)
         if finish is None:
             yield upstream.truncated(self.name)
             return
         if usage is None:  # servers that ignore stream_options
             usage = Usage.estimate(request.prompt_text(), "".join(text))
         yield Finish(finish, usage)
+
+    def _mid_stream(self, error: Any) -> StreamChunk:
+        message = error.get("message") if isinstance(error, dict) else None
+        detail = upstream.redact(str(message or error), [self._api_key])
+        return upstream.unreachable(self.name, f"error mid-stream: {detail}")
 
     def _message(self, message: Message) -> dict[str, Any]:
         """One message in the Chat Completions form."""
@@ -209,26 +234,27 @@ def _tool_choice(choice: ToolChoice | None) -> Any:
     return choice
 
 
-def _usage(usage: CompletionUsage) -> Usage:
-    completion = usage.completion_tokens_details
-    prompt = usage.prompt_tokens_details
+def _usage(usage: dict[str, Any]) -> Usage:
+    completion = usage.get("completion_tokens_details") or {}
+    prompt = usage.get("prompt_tokens_details") or {}
     return Usage(
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        reasoning_tokens=completion.reasoning_tokens if completion else None,
-        cached_input_tokens=prompt.cached_tokens if prompt else None,
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        reasoning_tokens=completion.get("reasoning_tokens"),
+        cached_input_tokens=prompt.get("cached_tokens"),
     )
 
 
 def _deltas(
-    delta: ChoiceDelta, calls: ToolCallAssembler, reasoning: ReasoningTracker
+    delta: dict[str, Any], calls: ToolCallAssembler, reasoning: ReasoningTracker
 ) -> list[StreamChunk]:
     """The chunks of one `delta`, in order: reasoning, then text, then tool-call fragments."""
     out: list[StreamChunk] = []
     # Reasoning comes in one of three fields, by server: OpenRouter's `reasoning_details[]`
     # (which it doubles as a plain `reasoning` string, so it goes first and alone), DeepSeek's
     # `reasoning_content`, vLLM's (0.11+) `reasoning`.
-    details = getattr(delta, "reasoning_details", None)
+    content, fragments = delta.get("content"), delta.get("tool_calls")
+    details = delta.get("reasoning_details")
     if isinstance(details, list) and details:
         for detail in details:
             if not isinstance(detail, dict):
@@ -245,20 +271,20 @@ def _deltas(
                 out += reasoning.close(detail["signature"])
     else:
         for name in ("reasoning_content", "reasoning"):
-            piece = getattr(delta, name, None)
+            piece = delta.get(name)
             if isinstance(piece, str) and piece:
                 out += reasoning.add(piece)
                 break
-    if delta.content or delta.tool_calls:
+    if content or fragments:
         out += reasoning.close()
-    if delta.content:
-        out.append(TextDelta(delta.content))
-    for fragment in delta.tool_calls or ():
-        function = getattr(fragment, "function", None)
+    if content:
+        out.append(TextDelta(content))
+    for fragment in fragments or ():
+        function = fragment.get("function") or {}
         out += calls.feed(
-            getattr(fragment, "index", None),
-            getattr(fragment, "id", None),
-            getattr(function, "name", None),
-            getattr(function, "arguments", None),
+            fragment.get("index"),
+            fragment.get("id"),
+            function.get("name"),
+            function.get("arguments"),
         )
     return out
