@@ -105,8 +105,14 @@ fuzz: $(VENV)/.dev-installed
 	STREAMFN_FUZZ_EXAMPLES=5000 $(BIN)/pytest tests/fuzz --timeout=3600
 
 # Benchmarks report ratios against a baseline measured in the same run, not timed assertions.
-bench: $(VENV)/.dev-installed
-	$(BIN)/python bench/lambda_bench.py
+$(VENV)/.bench-installed: pyproject.toml | $(VENV)/.dev-installed
+	$(INSTALL) $(BIN)/python -e '.[dev,bench]'
+	touch $@
+
+# BENCHMARKS.md and bench/streams.png: streamfn against its baselines in one run (bench/run.py);
+# BENCH_QUICK=1 for a smoke run with small counts.
+bench: $(VENV)/.bench-installed
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis

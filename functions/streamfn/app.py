@@ -101,6 +101,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
+            await registry.prepare()
             yield
         finally:
             try:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import pytest
 from starlette.types import ASGIApp
 
 from streamfn.app import create_app
+from streamfn.providers.echo import EchoProvider
+from streamfn.providers.registry import ProviderRegistry, ProviderSpec
 from streamfn.settings import Settings
 from tests.fakes import wire as w
 from tests.fakes.upstream import Reply, Upstream
@@ -222,7 +225,10 @@ async def test_unconfigured_builtin_provider_says_how_to_enable_it(
     assert "set ANTHROPIC_API_KEY" in response.json()["error"]["message"]
 
 
-def test_sdks_are_imported_on_first_use_only() -> None:
+def test_configured_sdks_are_imported_when_the_app_starts_not_on_first_use() -> None:
+    """Importing an SDK takes up to a second or two: done on a first request, it would stall
+    every other stream. The app imports the configured providers' SDKs when it starts, and
+    never an unconfigured one's."""
     script = textwrap.dedent(
         """
         import sys, json, threading
@@ -234,10 +240,10 @@ def test_sdks_are_imported_on_first_use_only() -> None:
         from tests.fakes import wire as w
 
         with Upstream(Reply(body=w.openai_stream(["x"]))) as up:
-            app = create_app(Settings(openai_api_key="k", openai_base_url=up.url,
-                                      anthropic_api_key="k"))
-            seen = {"start": sorted(m for m in ("openai", "anthropic") if m in sys.modules)}
+            app = create_app(Settings(openai_api_key="k", openai_base_url=up.url))
+            seen = {"created": sorted(m for m in ("openai", "anthropic") if m in sys.modules)}
             with ServerThread(app) as server:
+                seen["started"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
                 httpx.post(server.url + "/chat/stream", timeout=5,
                            json={"messages": [{"role": "user", "content": "x"}]})
             seen["after"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
@@ -253,4 +259,23 @@ def test_sdks_are_imported_on_first_use_only() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"start": [], "after": ["openai"]}
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "created": [],
+        "started": ["openai"],
+        "after": ["openai"],
+    }
+
+
+async def test_providers_are_built_in_a_worker_thread() -> None:
+    built_in: list[str] = []
+
+    def build() -> EchoProvider:
+        built_in.append(threading.current_thread().name)
+        return EchoProvider(delay_s=0)
+
+    registry = ProviderRegistry([ProviderSpec("slow", "m", build)], "slow")
+    await registry.prepare()
+    assert built_in
+    assert built_in[0] != threading.main_thread().name
+    assert isinstance(registry.get("slow"), EchoProvider)
+    assert len(built_in) == 1  # built once, at prepare

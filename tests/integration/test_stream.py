@@ -167,7 +167,7 @@ async def test_client_leaving_before_the_first_token_closes_the_provider(
     assert observed.yielded == 0
 
 
-async def test_provider_is_built_once_lazily_and_closed_at_shutdown(
+async def test_provider_is_built_once_at_start_and_not_closed_while_serving(
     serve: Serve, client: httpx.AsyncClient
 ) -> None:
     built: list[Observed] = []
@@ -177,9 +177,9 @@ async def test_provider_is_built_once_lazily_and_closed_at_shutdown(
         return built[-1]
 
     app = create_app(Settings(), providers=[ProviderSpec("echo", "echo", build)])
+    assert built == [], "creating the app must not build providers"
     url = serve(app)
-    assert (await client.get(f"{url}/providers")).status_code == 200
-    assert built == [], "listing providers must not build them"
+    assert len(built) == 1, "started: built before the first request"
     for _ in range(3):
         _, events = await stream(client, f"{url}/chat/stream", user("x y"))
         assert text_of(events) == "x y"

@@ -36,7 +36,8 @@ class UnknownProviderError(LookupError):
 
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
-    """A configured provider. `build` imports the provider's SDK, so it runs on first use only."""
+    """A configured provider. `build` imports the provider's SDK: the registry runs it when the
+    app starts (`prepare`), in a worker thread."""
 
     name: str
     default_model: str
@@ -107,6 +108,14 @@ class ProviderRegistry:
             logger.info("provider %s ready", name)
         return provider
 
+    async def prepare(self) -> None:
+        """Build every provider now, in a worker thread: importing an SDK takes up to a second
+        or two, and done on first use it would stall every other stream meanwhile."""
+        for spec in self._specs.values():
+            if spec.name not in self._built:
+                self._built[spec.name] = await asyncio.to_thread(spec.build)
+                logger.info("provider %s ready", spec.name)
+
     async def aclose(self) -> None:
         built, self._built = self._built, {}
         for name, provider in built.items():
@@ -122,7 +131,8 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
 
     `echo` and `ollama` (which needs no key) are always there; `openai` and `anthropic` once they
     have a key or a base URL; each OpenAI-compatible server listed in the settings by its name.
-    Each `build` imports its SDK, so an unused provider costs no start-up time.
+    Each `build` imports its SDK; only configured providers are here, so an unconfigured one
+    costs no start-up time.
     """
 
     def echo() -> Provider:

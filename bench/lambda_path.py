@@ -1,0 +1,104 @@
+"""The Lambda path in `make bench`: cold start against a minimal runtime, import time per module
+and per provider, and the per-token cost against uvicorn's.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+MINIMAL = HERE / "minimal_runtime" / "bootstrap"
+WORDS = 2000
+BODY = {"messages": [{"role": "user", "content": " ".join(f"w{i}" for i in range(WORDS))}]}
+ENV = {"STREAMFN_ECHO_DELAY_MS": "0", "STREAMFN_AUTH": "none", "STREAMFN_USAGE_RECORDS": "false"}
+
+
+def cold_start(bootstrap: Path | None = None) -> float:
+    """Seconds from starting the runtime process to the first body byte of its first
+    invocation, the request already waiting (as a cold start's is)."""
+    from local.lambda_emulator import EmulatorThread
+
+    options = {"bootstrap": bootstrap} if bootstrap else {}
+    with EmulatorThread(env=ENV, **options) as fn:
+        fn.call(fn.emulator.stop_runtime())
+        first_byte: list[float] = []
+
+        def client() -> None:
+            body = {"messages": [{"role": "user", "content": "cold"}]}
+            with httpx.stream("POST", f"{fn.url}/chat/stream", json=body, timeout=60) as r:
+                for _ in r.iter_bytes():
+                    first_byte.append(time.perf_counter())
+                    break
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        time.sleep(0.3)  # the request waits in the emulator for a runtime
+        started = time.perf_counter()
+        fn.call(fn.emulator.start_runtime())
+        thread.join(60)
+        return first_byte[0] - started
+
+
+def _stream_seconds(url: str) -> float:
+    started = time.perf_counter()
+    with httpx.stream("POST", f"{url}/chat/stream", json=BODY, timeout=60) as response:
+        for _ in response.iter_bytes():
+            pass
+    return time.perf_counter() - started
+
+
+def per_token() -> tuple[float, float]:
+    """Median seconds per token (echo, as fast as it goes) on uvicorn and through the Lambda
+    emulator, each served from a thread of this process: the same client cost in both."""
+    from local.lambda_emulator import EmulatorThread
+    from streamfn.app import create_app
+    from streamfn.settings import Settings
+    from tests.conftest import ServerThread
+
+    app = create_app(Settings(echo_delay_ms=0, usage_records=False, auth="none"))
+    with ServerThread(app) as server, EmulatorThread(env=ENV) as fn:
+        _stream_seconds(server.url), _stream_seconds(fn.url)  # warm both
+        uvicorn_runs = [_stream_seconds(server.url) for _ in range(7)]
+        lambda_runs = [_stream_seconds(fn.url) for _ in range(7)]
+    return statistics.median(uvicorn_runs) / WORDS, statistics.median(lambda_runs) / WORDS
+
+
+_IMPORT = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
+
+
+def import_times(statement: str) -> dict[str, float]:
+    """Milliseconds each package takes to import under `statement`, by `-X importtime` in a
+    fresh interpreter (median of three): the cumulative time of each place the package is
+    entered from another one, what it imports in turn included."""
+    runs: list[dict[str, float]] = []
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", statement],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        lines = [m for m in map(_IMPORT.match, done.stderr.splitlines()) if m]
+        totals: dict[str, float] = {}
+        ancestors: list[tuple[int, str]] = []
+        # The output lists each module after what it imported; reversed, parents come first.
+        for match in reversed(lines):
+            level, package = len(match[3]), match[4].split(".")[0]
+            while ancestors and ancestors[-1][0] >= level:
+                ancestors.pop()
+            if all(p != package for _, p in ancestors):
+                totals[package] = totals.get(package, 0) + int(match[2]) / 1000
+            ancestors.append((level, package))
+        runs.append(totals)
+    names = set().union(*runs)
+    return {n: statistics.median(r.get(n, 0.0) for r in runs) for n in names}

@@ -1,0 +1,159 @@
+"""What `make bench` measures, each served in a process of its own on the same uvicorn (uvloop,
+httptools), with a probe of its event loop's lag:
+
+- `relay`: the floor for any Python relay, a raw Starlette StreamingResponse re-emitting the
+  upstream's bytes through one httpx client.
+- `seed`: the seed's design, FastAPI + sse-starlette + AsyncOpenAI, one event per token.
+- `streamfn`: streamfn's app as `make run` serves it, with the OpenAI provider.
+
+`GET /__bench` answers the probe's figures: the longest loop lag since the last reset (a task
+that asks to sleep 5 ms and notes how late it wakes), CPU seconds and resident memory.
+
+Run: python bench/targets.py TARGET PORT UPSTREAM_URL
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import uvloop
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+ROOT = Path(__file__).parents[1]
+
+
+def relay(upstream: str) -> ASGIApp:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None), timeout=600)
+
+    async def chat(request: Request) -> StreamingResponse:
+        sent = client.build_request(
+            "POST",
+            f"{upstream}/chat/completions",
+            content=await request.body(),
+            headers={"content-type": "application/json"},
+        )
+        response = await client.send(sent, stream=True)
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for piece in response.aiter_raw():
+                    yield piece
+            finally:
+                await response.aclose()
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+def seed(upstream: str) -> ASGIApp:
+    from fastapi import FastAPI
+    from openai import AsyncOpenAI
+    from sse_starlette import EventSourceResponse
+
+    app = FastAPI()
+    client = AsyncOpenAI(base_url=upstream, api_key="bench")
+
+    @app.post("/chat/stream")
+    async def chat(body: dict[str, Any]) -> EventSourceResponse:
+        async def events() -> AsyncIterator[dict[str, str]]:
+            stream = await client.chat.completions.create(
+                model=body["model"], messages=body["messages"], stream=True
+            )
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield {"event": "token", "data": chunk.choices[0].delta.content}
+
+        return EventSourceResponse(events())
+
+    return app
+
+
+def streamfn(upstream: str) -> ASGIApp:
+    os.environ.update(
+        OPENAI_BASE_URL=upstream,
+        OPENAI_API_KEY="bench",
+        STREAMFN_AUTH="none",
+        STREAMFN_USAGE_RECORDS="false",
+        STREAMFN_DEFAULT_PROVIDER="openai",
+    )
+    sys.path.insert(0, str(ROOT / "functions"))
+    from streamfn.app import create_app
+
+    return create_app()
+
+
+class Probe:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.max_lag = 0.0
+
+    async def watch(self) -> None:
+        while True:
+            asked = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.max_lag = max(self.max_lag, time.perf_counter() - asked - 0.005)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/__bench":
+            await self.app(scope, receive, send)
+            return
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        status = Path("/proc/self/status").read_text().splitlines()  # noqa: ASYNC240 (in memory)
+        rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+        body = json.dumps(
+            {
+                "max_lag_ms": self.max_lag * 1000,
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+                "rss_kib": rss,
+            }
+        ).encode()
+        if scope.get("query_string") == b"reset":
+            self.max_lag = 0.0
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def main(target: str, port: int, upstream: str) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    probe = Probe({"relay": relay, "seed": seed, "streamfn": streamfn}[target](upstream))
+    config = uvicorn.Config(
+        probe,
+        host="127.0.0.1",
+        port=port,
+        loop="none",  # this loop, uvloop's
+        http="httptools",
+        log_level="warning",
+        backlog=8192,
+        timeout_keep_alive=60,
+    )
+    watcher = asyncio.create_task(probe.watch())
+    await uvicorn.Server(config).serve()
+    watcher.cancel()
+
+
+if __name__ == "__main__":
+    if profile := os.environ.get("BENCH_PROFILE"):  # a cProfile dump at exit, for digging
+        import cProfile
+        import signal
+
+        profiler = cProfile.Profile()
+        signal.signal(signal.SIGTERM, lambda *_: (profiler.dump_stats(profile), os._exit(0)))
+        profiler.enable()
+    uvloop.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
