@@ -20,6 +20,7 @@ import os
 import resource
 import sys
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,9 @@ class Probe:
         ).encode()
         if scope.get("query_string") == b"reset":
             self.max_lag = 0.0
+        if scope.get("query_string") == b"top" and tracemalloc.is_tracing():  # BENCH_TRACEMALLOC
+            stats = tracemalloc.take_snapshot().statistics("lineno")[:25]
+            body = "\n".join(str(stat) for stat in stats).encode()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": body})
 
@@ -149,6 +153,8 @@ async def main(target: str, port: int, upstream: str) -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get("BENCH_TRACEMALLOC"):  # `GET /__bench?top`: the top allocation sites
+        tracemalloc.start(int(os.environ["BENCH_TRACEMALLOC"]))
     if profile := os.environ.get("BENCH_PROFILE"):  # a cProfile dump at exit, for digging
         import cProfile
         import signal

@@ -180,6 +180,12 @@ class Settings(BaseSettings):
     openai_compatible: list[CompatibleProvider] = Field(
         default=[], description="Further OpenAI-compatible providers (JSON list)."
     )
+    upstream_connections: int = Field(
+        default=10000,
+        ge=1,
+        description="Connections each provider may hold open to its upstream: one per stream "
+        "in flight (the SDKs' own default, 1,000, would queue the stream after it).",
+    )
     upstream_retries: int = Field(
         default=0,
         ge=0,

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from streamfn.content import Message
-from streamfn.settings import Settings
+from streamfn.settings import Settings, in_lambda
 from streamfn.usage import Tally, UsageRecord
 
 if TYPE_CHECKING:
@@ -50,6 +51,14 @@ def _loggable(message: Message) -> dict[str, Any]:
 class Telemetry:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        # X-Ray exists only in Lambda; elsewhere the tracer (and aws_xray_sdk, a quarter of a
+        # second to import, which on a request's end would stall every other stream) is never
+        # made. In Lambda it is made on the first request's end, after its response, so that a
+        # cold start's first byte does not wait for it; unless a SnapStart snapshot is being
+        # prepared, which should hold everything ready.
+        self._traced = in_lambda()
+        if self._traced and os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start":
+            _ = self._tracer
 
     def request_ended(self, record: UsageRecord, tally: Tally) -> None:
         fields = record.fields()
@@ -107,6 +116,8 @@ class Telemetry:
         return Tracer(service=SERVICE, auto_patch=False)
 
     def _trace(self, record: UsageRecord) -> None:
+        if not self._traced:
+            return
         tracer = self._tracer
         if tracer.disabled:
             return

@@ -84,6 +84,7 @@ class AnthropicProvider:
         total_timeout_s: float,
         connect_timeout_s: float,
         max_retries: int,
+        max_connections: int = 10000,
     ) -> None:
         self._api_key = api_key
         self._default_max_tokens = default_max_tokens
@@ -92,7 +93,13 @@ class AnthropicProvider:
             base_url=base_url,
             max_retries=max_retries,
             timeout=anthropic.Timeout(total_timeout_s, connect=connect_timeout_s),
+            http_client=anthropic.DefaultAsyncHttpxClient(
+                limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=100)
+            ),
         )
+        # The SDK imports its resources (and their many types) on first access: here, in the
+        # worker thread that builds providers, not on the first request.
+        self._messages = self._client.messages
 
     def _error(self, exc: Exception) -> StreamChunk:
         """The one place Anthropic SDK and transport exceptions become `StreamError`s."""
@@ -131,7 +138,7 @@ class AnthropicProvider:
         elif option is not None and option.effort is not None:
             thinking, effort = {"type": "adaptive"}, {"effort": option.effort}
         try:
-            response = await self._client.messages.create(
+            response = await self._messages.create(
                 model=request.model,
                 max_tokens=max_tokens,
                 messages=cast("list[MessageParam]", _messages(request)),

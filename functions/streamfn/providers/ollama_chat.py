@@ -54,12 +54,15 @@ class OllamaProvider:
         api_key: str | None,
         total_timeout_s: float,
         connect_timeout_s: float,
+        max_connections: int = 10000,
     ) -> None:
         self._api_key = api_key
         self._client = httpx.AsyncClient(
             base_url=base_url(host),
             headers={"authorization": f"Bearer {api_key}"} if api_key else None,
             timeout=httpx.Timeout(total_timeout_s, connect=connect_timeout_s),
+            # httpx's default pool (100) would queue the 101st stream behind the others.
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
         )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:

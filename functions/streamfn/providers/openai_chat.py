@@ -54,6 +54,7 @@ class OpenAIChatProvider:
         total_timeout_s: float,
         connect_timeout_s: float,
         max_retries: int,
+        max_connections: int = 10000,
         reasoning_back: bool = True,
     ) -> None:
         self.name = name
@@ -69,7 +70,13 @@ class OpenAIChatProvider:
             base_url=base_url,
             max_retries=max_retries,
             timeout=openai.Timeout(total_timeout_s, connect=connect_timeout_s),
+            http_client=openai.DefaultAsyncHttpxClient(
+                limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=100)
+            ),
         )
+        # The SDK imports its resources (and their many types) on first access: here, in the
+        # worker thread that builds providers, not on the first request.
+        self._completions = self._client.chat.completions
 
     def _error(self, exc: openai.OpenAIError) -> StreamChunk:
         """The one place OpenAI SDK exceptions become `StreamError`s."""
@@ -99,7 +106,7 @@ class OpenAIChatProvider:
         try:
             # The SDK builds the request, retries, and raises its errors for a failed status;
             # the body is read raw (providers.sse_reader says why).
-            opened = self._client.chat.completions.with_streaming_response.create(
+            opened = self._completions.with_streaming_response.create(
                 model=request.model,
                 messages=cast(
                     "list[ChatCompletionMessageParam]",

@@ -157,6 +157,7 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
                 total_timeout_s=settings.total_timeout_s,
                 connect_timeout_s=settings.connect_timeout_s,
                 max_retries=settings.upstream_retries,
+                max_connections=settings.upstream_connections,
                 reasoning_back=not is_openai(base_url),
             )
 
@@ -173,6 +174,7 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
             total_timeout_s=settings.total_timeout_s,
             connect_timeout_s=settings.connect_timeout_s,
             max_retries=settings.upstream_retries,
+            max_connections=settings.upstream_connections,
         )
 
     def ollama() -> Provider:
@@ -184,6 +186,7 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
             api_key=key.get_secret_value() if key else None,
             total_timeout_s=settings.total_timeout_s,
             connect_timeout_s=settings.connect_timeout_s,
+            max_connections=settings.upstream_connections,
         )
 
     specs = [ProviderSpec("echo", "echo", echo, models=("echo",))]
