@@ -12,7 +12,7 @@ UV := $(UV_DIR)/bin/uv
 INSTALL = $(UV) pip install --quiet --python
 
 
-.PHONY: bench build deploy fuzz lock-layer run run-lambda test lint typecheck unit install system-deps clean
+.PHONY: bench build deploy fuzz lock-layer run run-lambda smoke test lint typecheck unit install system-deps clean
 
 $(UV):
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(UV_DIR) uv
@@ -52,10 +52,12 @@ run: $(VENV)/.run-installed
 
 # The same app behind a local Lambda function URL: functions/bootstrap under the emulator.
 # ENV_JSON=infra/env.json passes the variables of a `sam local --env-vars` file;
-# CORS_ALLOWED_ORIGINS=... stands for the template's CorsAllowedOrigins parameter.
+# CORS_ALLOWED_ORIGINS=... stands for the template's CorsAllowedOrigins parameter; SNAPSTART=1
+# runs the SnapStart lifecycle (the snapshot point answered when the first request comes);
+# CONCURRENCY=N stands for ReservedConcurrency (the template's default otherwise).
 run-lambda: $(VENV)/.dev-installed
 	PORT=$${PORT:-9000} ENV_JSON=$(ENV_JSON) CORS_ALLOWED_ORIGINS=$(CORS_ALLOWED_ORIGINS) \
-		$(BIN)/python local/lambda_emulator.py
+		SNAPSTART=$(SNAPSTART) CONCURRENCY=$(CONCURRENCY) $(BIN)/python local/lambda_emulator.py
 
 # Debian packages some tests drive: chromium (the browser tests; Playwright downloads no browser)
 # and nginx (the self-hosting site in infra/nginx). Installed when missing and we are root.
@@ -113,6 +115,12 @@ $(VENV)/.bench-installed: pyproject.toml | $(VENV)/.dev-installed
 # BENCH_QUICK=1 for a smoke run with small counts.
 bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py
+
+# After `sam deploy`: a short end-to-end check of a deployed URL, a pass/fail table.
+# make smoke URL=https://....lambda-url.us-east-1.on.aws [KEY=sfn_...] [ORIGIN=https://app]
+smoke: $(VENV)/.dev-installed
+	@test -n "$(URL)" || { echo "usage: make smoke URL=... [KEY=...] [ORIGIN=...]"; exit 2; }
+	STREAMFN_SMOKE_KEY="$(KEY)" $(BIN)/python local/smoke.py "$(URL)" $(if $(ORIGIN),--origin "$(ORIGIN)")
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis

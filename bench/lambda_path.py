@@ -8,7 +8,6 @@ import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,29 +22,40 @@ ENV = {"STREAMFN_ECHO_DELAY_MS": "0", "STREAMFN_AUTH": "none", "STREAMFN_USAGE_R
 
 
 def cold_start(bootstrap: Path | None = None) -> float:
-    """Seconds from starting the runtime process to the first body byte of its first
-    invocation, the request already waiting (as a cold start's is)."""
+    """Seconds from a request reaching the function URL with no environment running (so one
+    starts: a new runtime process) to its first body byte."""
     from local.lambda_emulator import EmulatorThread
 
     options = {"bootstrap": bootstrap} if bootstrap else {}
     with EmulatorThread(env=ENV, **options) as fn:
         fn.call(fn.emulator.stop_runtime())
-        first_byte: list[float] = []
-
-        def client() -> None:
-            body = {"messages": [{"role": "user", "content": "cold"}]}
-            with httpx.stream("POST", f"{fn.url}/chat/stream", json=body, timeout=60) as r:
-                for _ in r.iter_bytes():
-                    first_byte.append(time.perf_counter())
-                    break
-
-        thread = threading.Thread(target=client)
-        thread.start()
-        time.sleep(0.3)  # the request waits in the emulator for a runtime
+        body = {"messages": [{"role": "user", "content": "cold"}]}
         started = time.perf_counter()
-        fn.call(fn.emulator.start_runtime())
-        thread.join(60)
-        return first_byte[0] - started
+        with httpx.stream("POST", f"{fn.url}/chat/stream", json=body, timeout=60) as r:
+            for _ in r.iter_bytes():
+                return time.perf_counter() - started
+    raise RuntimeError("no body")
+
+
+def restore_start() -> float:
+    """SnapStart's cold start in the emulator: seconds from a request reaching an environment
+    parked at the snapshot point (`restore/next`) to its first body byte: the after-restore
+    work (keys read again, the app rebuilt) and the invocation, not the init."""
+    from local.lambda_emulator import EmulatorThread
+
+    with EmulatorThread(env=ENV, snapstart=True) as fn:
+        deadline = time.monotonic() + 30
+        while not any(c[1] == "restore-asked" for c in fn.record.calls):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the runtime never reached the snapshot point")
+            time.sleep(0.01)
+        time.sleep(0.2)
+        body = {"messages": [{"role": "user", "content": "restored"}]}
+        started = time.perf_counter()
+        with httpx.stream("POST", f"{fn.url}/chat/stream", json=body, timeout=60) as r:
+            for _ in r.iter_bytes():
+                return time.perf_counter() - started
+    raise RuntimeError("no body")
 
 
 def _stream_seconds(url: str) -> float:

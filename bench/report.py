@@ -252,16 +252,22 @@ def write(rows: dict[str, Any], path: Path, picture: Path, quick: bool) -> None:
             f"{_fmt(r.get('first_use_lag_ms', math.nan), ' ms')} |"
         )
     lam = rows["lambda"]
+    cold = lam["cold_start_ms"]
     lines += [
         "",
         "## Lambda path",
         "",
-        "Cold start (the runtime process started to the first body byte, the request waiting,",
-        f"median of 5): streamfn {_fmt(lam['cold_start_ms']['streamfn'], ' ms')}, a minimal",
-        f"httpx Runtime API loop {_fmt(lam['cold_start_ms']['minimal'], ' ms')}. Per token",
-        "(echo as fast as it goes, 2,000 tokens, median of 7): uvicorn",
-        f"{_fmt(lam['per_token_us']['uvicorn'], ' us')}, Lambda path",
-        f"{_fmt(lam['per_token_us']['lambda'], ' us')}.",
+        "| figure | ms or us |",
+        "|---|---|",
+        f"| cold start, streamfn (runtime started to first body byte) | {_fmt(cold['streamfn'])} |",
+        f"| cold start, a minimal httpx Runtime API loop | {_fmt(cold['minimal'])} |",
+        "| SnapStart restore path (parked at the snapshot point; request to first byte: keys "
+        f"read again, app rebuilt, invocation) | {_fmt(cold.get('snapstart_restore', math.nan))} |",
+        f"| per token, uvicorn (echo, 2,000 tokens) | {_fmt(lam['per_token_us']['uvicorn'])} |",
+        f"| per token, Lambda path | {_fmt(lam['per_token_us']['lambda'])} |",
+        "",
+        "Cold starts are medians of 5, per-token costs of 7; the request waits in the emulator",
+        "while the runtime starts, as a cold start's does.",
         "",
         "Import time (ms, `-X importtime`, median of 3; each package's cumulative time where it",
         "is first entered, so nested packages also count in their importer's):",

@@ -33,9 +33,9 @@ import h11
 import uvicorn
 
 if __package__:
-    from local.url_cors import UrlCors
+    from local.url_cors import UrlCors, reserved_concurrency
 else:  # run as a script: python local/lambda_emulator.py
-    from url_cors import UrlCors  # type: ignore[no-redef]
+    from url_cors import UrlCors, reserved_concurrency  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = ROOT / "functions" / "bootstrap"
@@ -64,6 +64,7 @@ class Invocation:
     # What the runtime sent, for the HTTP client: ("prelude", dict), ("data", bytes),
     # ("end", trailers), ("error", document).
     outbox: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+    environment: Environment | None = None  # the one serving it
 
 
 @dataclass
@@ -75,9 +76,12 @@ class Record:
     calls: list[tuple[float, str, str]] = field(default_factory=list)
     invocation_errors: list[dict[str, Any]] = field(default_factory=list)
     init_errors: list[dict[str, Any]] = field(default_factory=list)
+    restore_errors: list[dict[str, Any]] = field(default_factory=list)
     trailers: dict[str, dict[str, str]] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     runtime_starts: int = 0
+    throttled: int = 0  # requests answered 429: every environment busy at the concurrency limit
+    oversized: int = 0  # requests answered 413: an event over the 6 MB invocation payload
     preflights: int = 0  # answered by the URL's CORS settings, without an invocation
     logs: list[str] = field(default_factory=list)
     trace_ids: dict[str, str] = field(default_factory=dict)  # request id -> X-Ray header
@@ -147,8 +151,42 @@ def function_url_event(
     return event
 
 
+@dataclass(eq=False)
+class Environment:
+    """One execution environment: a runtime process with a Runtime API of its own, serving one
+    invocation at a time."""
+
+    number: int
+    pending: asyncio.Queue[Invocation] = field(default_factory=asyncio.Queue)
+    server: asyncio.Server | None = None
+    port: int = 0
+    child: asyncio.subprocess.Process | None = None
+    busy: bool = False  # an invocation is assigned to it and not finished
+    gone: bool = False  # stopped, timed out or exited: never assigned again
+    restore: asyncio.Event = field(default_factory=asyncio.Event)  # SnapStart's restore signal
+    restored: bool = False
+    log_task: asyncio.Future[None] | None = None
+
+
+THROTTLED = b'{"Message":"Rate Exceeded."}'
+# Lambda's quotas for a function URL with response streaming
+# (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html and
+# configuration-response-streaming.html): a 6 MB invocation payload (the request's event), a
+# 200 MB streamed response whose first 6 MB go at full speed and the rest at up to 2 MB/s.
+MAX_REQUEST = 6 * 1024 * 1024
+MAX_RESPONSE = 200 * 1024 * 1024
+UNCAPPED = 6 * 1024 * 1024
+CAPPED_RATE = 2 * 1024 * 1024  # bytes per second past the first 6 MB
+
+
 class Emulator:
-    """The function URL, the Runtime API and the child runtime, on one event loop."""
+    """The function URL, the Runtime API and the child runtimes, on one event loop.
+
+    Like Lambda, it runs one invocation per execution environment and starts another runtime
+    process for a request that finds every environment busy, up to `concurrency` (the
+    template's reserved concurrency); beyond that a request is throttled as a function URL
+    throttles it: 429, and the function is not invoked.
+    """
 
     def __init__(
         self,
@@ -158,27 +196,31 @@ class Emulator:
         bootstrap: Path = BOOTSTRAP,
         echo_logs: bool = False,
         cors: UrlCors | None = None,
+        snapstart: bool = False,
+        concurrency: int = 10,
     ) -> None:
         self.env = dict(env or {})
+        self.concurrency = concurrency
         self.cors = cors  # the URL's CORS settings; None: the function's headers pass as sent
+        # SnapStart: the runtime starts with AWS_LAMBDA_INITIALIZATION_TYPE=snap-start, and its
+        # GET .../restore/next (the snapshot point) is answered when the first invocation comes,
+        # as a restore on demand would be.
+        self.snapstart = snapstart
         self.timeout_s = timeout_s
         self.bootstrap = bootstrap
         self.echo_logs = echo_logs
         self.record = Record()
-        self._pending: asyncio.Queue[Invocation] = asyncio.Queue()
         self._by_id: dict[str, Invocation] = {}
-        self._child: asyncio.subprocess.Process | None = None
-        self._runtime_server: asyncio.Server | None = None
+        self.environments: list[Environment] = []
         self._front: uvicorn.Server | None = None
-        self.runtime_port = 0
         self.port = 0
         self._handlers: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self, *, port: int = 0, host: str = "127.0.0.1", runtime: bool = True) -> None:
-        self._runtime_server = await asyncio.start_server(self._serve_runtime_api, "127.0.0.1", 0)
-        self.runtime_port = self._runtime_server.sockets[0].getsockname()[1]
+        """Serve the function URL; with `runtime`, start one environment now rather than on
+        the first request."""
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -193,61 +235,99 @@ class Emulator:
         if runtime:
             await self.start_runtime()
 
-    async def start_runtime(self) -> None:
-        """Start `functions/bootstrap` as Lambda would: a fresh process, a cold start."""
+    def _live(self) -> list[Environment]:
+        return [e for e in self.environments if not e.gone]
+
+    async def start_runtime(self) -> Environment:
+        """A new environment: its Runtime API, then `functions/bootstrap` as Lambda would start
+        it: a fresh process, a cold start."""
+        environment = Environment(number=self.record.runtime_starts + 1)
+        self.record.runtime_starts += 1
+        self.environments.append(environment)
+        environment.server = await asyncio.start_server(
+            lambda r, w: self._serve_runtime_api(environment, r, w), "127.0.0.1", 0
+        )
+        environment.port = environment.server.sockets[0].getsockname()[1]
         merged = {**os.environ, **self.env}  # a None in `env` unsets the variable
         env = {
             **{k: v for k, v in merged.items() if v is not None},
-            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.runtime_port}",
+            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{environment.port}",
             "AWS_LAMBDA_FUNCTION_NAME": "streamfn-local",
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
             "LAMBDA_TASK_ROOT": str(self.bootstrap.parent),
             "AWS_REGION": self.env.get("AWS_REGION", "us-east-1"),
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start" if self.snapstart else "on-demand",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
-        self.record.runtime_starts += 1
-        self._child = await asyncio.create_subprocess_exec(
+        environment.child = await asyncio.create_subprocess_exec(
             str(self.bootstrap),
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        self._log_task = asyncio.ensure_future(self._read_logs(self._child))
+        environment.log_task = asyncio.ensure_future(self._read_logs(environment))
+        return environment
 
-    async def _read_logs(self, child: asyncio.subprocess.Process) -> None:
-        assert child.stdout is not None
-        async for raw in child.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.record.logs.append(line)
-            if self.echo_logs:
-                sys.stderr.write(f"[lambda] {line}\n")
-        code = await child.wait()
-        if code and self.echo_logs:
-            sys.stderr.write(f"[lambda] the runtime exited with {code}\n")
-        for invocation in list(self._by_id.values()):  # a dead runtime answers nobody
-            invocation.outbox.put_nowait(("error", {"errorType": "Runtime.ExitError"}))
+    async def _assign(self, invocation: Invocation) -> Environment | None:
+        """An idle environment for `invocation` (a new one if none is idle and there is room),
+        or None: throttled."""
+        environment = next((e for e in self._live() if not e.busy), None)
+        if environment is None:
+            if len(self._live()) >= self.concurrency:
+                return None
+            environment = await self.start_runtime()
+        environment.busy = True
+        environment.restore.set()  # SnapStart: an environment is restored when it is needed
+        await environment.pending.put(invocation)
+        return environment
+
+    async def _end(self, environment: Environment) -> None:
+        environment.gone = True
+        if environment.child is not None and environment.child.returncode is None:
+            environment.child.terminate()
+            try:
+                await asyncio.wait_for(environment.child.wait(), 5)
+            except TimeoutError:
+                environment.child.kill()
+                await environment.child.wait()
+        if environment.server is not None:
+            environment.server.close()
 
     async def stop_runtime(self) -> None:
-        if self._child is not None and self._child.returncode is None:
-            self._child.terminate()
-            try:
-                await asyncio.wait_for(self._child.wait(), 5)
-            except TimeoutError:
-                self._child.kill()
-                await self._child.wait()
+        """End every environment (the next request starts a new one: a cold start)."""
+        for environment in self._live():
+            await self._end(environment)
 
     async def stop(self) -> None:
         await self.stop_runtime()
         if self._front is not None:
             self._front.should_exit = True
             await self._front_task
-        if self._runtime_server is not None:
-            self._runtime_server.close()
         # Runtime API connections still open (a `next` that no invocation will answer).
         for task in self._handlers:
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    async def _read_logs(self, environment: Environment) -> None:
+        child = environment.child
+        assert child is not None
+        assert child.stdout is not None
+        label = "[lambda]" if environment.number == 1 else f"[lambda {environment.number}]"
+        async for raw in child.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.record.logs.append(line)
+            if self.echo_logs:
+                sys.stderr.write(f"{label} {line}\n")
+        code = await child.wait()
+        if code and self.echo_logs:
+            sys.stderr.write(f"{label} the runtime exited with {code}\n")
+        environment.gone = True
+        if environment.server is not None:
+            environment.server.close()
+        for invocation in list(self._by_id.values()):  # a dead runtime answers nobody
+            if invocation.environment is environment:
+                invocation.outbox.put_nowait(("error", {"errorType": "Runtime.ExitError"}))
 
     def violation(self, message: str) -> None:
         self.record.violations.append(message)
@@ -288,22 +368,54 @@ class Emulator:
             scope["client"][0] if scope.get("client") else "127.0.0.1",
             headers.get("host", "localhost"),
         )
+        if len(json.dumps(event)) > MAX_REQUEST:  # refused by the URL, never invoked
+            self.record.oversized += 1
+            message = f"Request must be smaller than {MAX_REQUEST} bytes for the InvokeFunction"
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            body = json.dumps({"Message": f"{message} operation"}).encode()
+            await send({"type": "http.response.body", "body": body})
+            return
         invocation = Invocation(
             request_id=str(uuid.uuid4()),
             event=event,
             deadline_ms=int((time.time() + self.timeout_s) * 1000),
         )
         self._by_id[invocation.request_id] = invocation
-        await self._pending.put(invocation)
+        environment = await self._assign(invocation)
+        if environment is None:
+            self._by_id.pop(invocation.request_id, None)
+            self.record.throttled += 1
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 429,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"x-amzn-errortype", b"TooManyRequestsException"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": THROTTLED})
+            return
+        invocation.environment = environment
         try:
             await self._relay(invocation, send, headers)
         finally:
             self._by_id.pop(invocation.request_id, None)
+            environment.busy = False
 
     async def _relay(
         self, invocation: Invocation, send: Any, request_headers: Mapping[str, str]
     ) -> None:
         started = False
+        relayed = 0
+        capped_since: float | None = None
         while True:
             remaining = invocation.deadline_ms / 1000 - time.time()
             try:
@@ -311,8 +423,8 @@ class Emulator:
             except TimeoutError:
                 # Lambda ends an invocation that outlives its timeout, and the environment with it.
                 logger.error("invocation %s timed out", invocation.request_id)
-                await self.stop_runtime()
-                await self.start_runtime()
+                if invocation.environment is not None:
+                    await self._end(invocation.environment)
                 kind, value = "error", {"errorType": "Sandbox.Timedout"}
             if kind == "prelude":
                 pairs = [(k, str(v)) for k, v in value.get("headers", {}).items()]
@@ -329,6 +441,17 @@ class Emulator:
                 )
                 started = True
             elif kind == "data":
+                relayed += len(value)
+                if relayed > MAX_RESPONSE:
+                    self.violation(f"response of {invocation.request_id} exceeds 200 MB: cut")
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                if relayed > UNCAPPED:  # the bandwidth past the first 6 MB
+                    now = time.monotonic()
+                    capped_since = now if capped_since is None else capped_since
+                    due = capped_since + (relayed - UNCAPPED) / CAPPED_RATE
+                    if due > now:
+                        await asyncio.sleep(due - now)
                 await send({"type": "http.response.body", "body": value, "more_body": True})
             elif kind == "end":
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -352,7 +475,7 @@ class Emulator:
     # --- the Runtime API ------------------------------------------------------------------
 
     async def _serve_runtime_api(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, environment: Environment, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         connection = h11.Connection(h11.SERVER)
         task = asyncio.current_task()
@@ -386,7 +509,7 @@ class Emulator:
                 if not isinstance(event, h11.Request):
                     self.violation(f"expected a request, got {event!r}")
                     return
-                await self._dispatch(event, next_event, reply)
+                await self._dispatch(environment, event, next_event, reply)
                 if (
                     connection.our_state is h11.MUST_CLOSE
                     or connection.their_state is h11.MUST_CLOSE
@@ -405,14 +528,19 @@ class Emulator:
             self._handlers.discard(task)
             writer.close()
 
-    async def _dispatch(self, request: h11.Request, next_event: Any, reply: Any) -> None:
+    async def _dispatch(
+        self, environment: Environment, request: h11.Request, next_event: Any, reply: Any
+    ) -> None:
         target = request.target.decode()
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
         method = request.method.decode()
         if method == "GET" and target == f"{API}/invocation/next":
             self.record.calls.append((time.monotonic(), "asked", ""))
+            if self.snapstart and not environment.restored:
+                # AWS: a runtime that skips the lifecycle makes publishing the version fail.
+                self.violation("invocation/next before restore/next with SnapStart on")
             await self._drain(next_event)
-            invocation = await self._pending.get()
+            invocation = await environment.pending.get()
             self.record.calls.append((time.monotonic(), "next", invocation.request_id))
             self.record.trace_ids[invocation.request_id] = invocation.trace_id
             await reply(
@@ -449,6 +577,22 @@ class Emulator:
                 invocation.outbox.put_nowait(("error", document))
                 await reply(202, b'{"status":"OK"}')
                 return
+        if method == "GET" and target == f"{API}/restore/next":
+            if not self.snapstart:
+                self.violation("restore/next from a runtime that was not started for SnapStart")
+            self.record.calls.append((time.monotonic(), "restore-asked", ""))
+            await self._drain(next_event)
+            await environment.restore.wait()
+            self.record.calls.append((time.monotonic(), "restored", ""))
+            environment.restored = True
+            await reply(200)
+            return
+        if method == "POST" and target == f"{API}/restore/error":
+            document = await self._receive_error(headers, next_event)
+            self.record.restore_errors.append(document)
+            self.record.calls.append((time.monotonic(), "restore-error", ""))
+            await reply(202, b'{"status":"OK"}')
+            return
         if method == "POST" and target == f"{API}/init/error":
             document = await self._receive_error(headers, next_event)
             self.record.init_errors.append(document)
@@ -614,11 +758,23 @@ async def _main() -> None:
     # CorsAllowedOrigins parameter a deploy would be given.
     origins = os.environ.get("CORS_ALLOWED_ORIGINS")
     cors = UrlCors.from_template(parameters={"CorsAllowedOrigins": origins} if origins else {})
-    emulator = Emulator(timeout_s=timeout_s, echo_logs=True, env=env, cors=cors)
+    snapstart = os.environ.get("SNAPSTART", "") not in ("", "0")  # the SnapStart lifecycle
+    # Environments up to the function's reserved concurrency, as template.yaml sets it;
+    # CONCURRENCY stands for the ReservedConcurrency parameter.
+    given = os.environ.get("CONCURRENCY")
+    concurrency = reserved_concurrency(parameters={"ReservedConcurrency": given} if given else {})
+    emulator = Emulator(
+        timeout_s=timeout_s,
+        echo_logs=True,
+        env=env,
+        cors=cors,
+        snapstart=snapstart,
+        concurrency=concurrency or 1000,  # Lambda's default account limit
+    )
     await emulator.start(port=port, host=host)
     sys.stderr.write(
         f"streamfn: Lambda function URL emulator at http://{host}:{port}/ "
-        f"(Runtime API on 127.0.0.1:{emulator.runtime_port}, timeout {timeout_s:g} s; "
+        f"(up to {emulator.concurrency} concurrent environments, timeout {timeout_s:g} s; "
         "Ctrl+C to stop)\n"
     )
     try:

@@ -123,3 +123,19 @@ class UrlCors:
             out.append(("access-control-allow-credentials", "true"))
         out.append(("vary", "origin"))
         return out
+
+
+def reserved_concurrency(
+    path: Path = TEMPLATE,
+    parameters: Mapping[str, str] | None = None,
+    function: str = "StreamFunction",
+) -> int | None:
+    """`function`'s ReservedConcurrentExecutions as template.yaml sets it (a parameter's value
+    or default); None when it has none."""
+    template = yaml.load(path.read_text(), Loader=_CloudFormation)
+    value = template["Resources"][function]["Properties"].get("ReservedConcurrentExecutions")
+    if isinstance(value, dict) and "Ref" in value:
+        name = value["Ref"]
+        given = dict(parameters or {})
+        value = given.get(name, (template.get("Parameters") or {}).get(name, {}).get("Default"))
+    return None if value in (None, "") else int(value)

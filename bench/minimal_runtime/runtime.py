@@ -3,6 +3,8 @@
 It takes each invocation and streams a function URL response (the prelude, eight NUL bytes,
 then the body), as AWS documents for response streaming from a custom runtime
 (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-custom.html#runtimes-custom-response-streaming).
+With BODY_BYTES set, the body is that many bytes, in 64 KiB chunks (the emulator's bandwidth
+test uses it).
 """
 
 import os
@@ -13,9 +15,15 @@ import httpx
 BASE = f"http://{os.environ['AWS_LAMBDA_RUNTIME_API']}/2018-06-01/runtime"
 
 
+SIZE = int(os.environ.get("BODY_BYTES", "0"))
+
+
 def body() -> Iterator[bytes]:
     yield b'{"statusCode":200,"headers":{"content-type":"text/event-stream"}}' + b"\0" * 8
-    yield b"event: token\ndata: cold\n\n"
+    if not SIZE:
+        yield b"event: token\ndata: cold\n\n"
+    for start in range(0, SIZE, 65536):
+        yield b"x" * min(65536, SIZE - start)
 
 
 with httpx.Client(timeout=None) as client:

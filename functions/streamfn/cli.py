@@ -1,5 +1,6 @@
-"""The `streamfn` command: `usage` (token totals from the local usage store) and `keys` (API
-keys: create, list, revoke; in the local SQLite file, or the DynamoDB table with --table)."""
+"""The `streamfn` command: `usage` (token totals from the local usage store, or a deployed
+stack's DynamoDB table) and `keys` (API keys: create, list, revoke; in the local SQLite file, or
+the DynamoDB table with --table)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from streamfn.auth import keys
 from streamfn.auth.keys import KeyStore
 from streamfn.auth.stores import DynamoDBKeyStore, SqliteKeyStore
 from streamfn.settings import Settings
-from streamfn.stores import SqliteUsageStore
+from streamfn.stores import DynamoDBUsageStore, SqliteUsageStore
 
 _HEADER = ("day", "provider", "model", "requests", "input", "output", "estimated", "failed",
            "cancelled")  # fmt: skip
@@ -33,16 +34,31 @@ def _table(rows: Sequence[tuple[str, ...]], left: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
-def usage(db: Path, days: int | None) -> int:
-    if not db.exists():
-        sys.stderr.write(f"no usage records yet: {db} does not exist\n")
-        return 1
-    store = SqliteUsageStore(db)
-    try:
-        since = time.time() - days * 86400 if days else 0
-        totals = store.totals(since=since)
-    finally:
-        store.close()
+def _stack_output(stack: str, key: str) -> str:
+    import boto3
+
+    described = boto3.client("cloudformation").describe_stacks(StackName=stack)
+    for output in described["Stacks"][0].get("Outputs", []):
+        if output.get("OutputKey") == key:
+            return str(output["OutputValue"])
+    raise SystemExit(f"stack {stack} has no output {key}")
+
+
+def usage(db: Path, days: int | None, table: str | None = None) -> int:
+    if table:
+        # A deployed stack's table: one query of its day index per day, never a scan.
+        settings = Settings()
+        store = DynamoDBUsageStore(table, ttl_days=settings.usage_ttl_days)
+        totals = store.totals(days or settings.usage_ttl_days)
+    else:
+        if not db.exists():
+            sys.stderr.write(f"no usage records yet: {db} does not exist\n")
+            return 1
+        local = SqliteUsageStore(db)
+        try:
+            totals = local.totals(since=time.time() - days * 86400 if days else 0)
+        finally:
+            local.close()
     if not totals:
         sys.stdout.write("no usage records in that period\n")
         return 0
@@ -134,7 +150,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="the SQLite usage file (default: STREAMFN_USAGE_DB, else the server's default)",
     )
-    totals.add_argument("--days", type=int, default=None, help="only the last N days")
+    totals.add_argument(
+        "--table",
+        default=None,
+        help="a deployed stack's DynamoDB usage table (default: STREAMFN_USAGE_TABLE)",
+    )
+    totals.add_argument(
+        "--stack", default=None, help="a deployed stack's name: its UsageTableName output"
+    )
+    totals.add_argument(
+        "--days",
+        type=int,
+        default=None,
+        help="only the last N days (a table: default its retention, STREAMFN_USAGE_TTL_DAYS)",
+    )
     api_keys = commands.add_parser(
         "keys",
         help="API keys: create, list, revoke",
@@ -160,7 +189,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "keys":
         sys.exit(asyncio.run(_keys(args)))
-    sys.exit(usage(args.db or Settings().usage_db, args.days))
+    table = args.table or (args.stack and _stack_output(args.stack, "UsageTableName"))
+    if not table and args.db is None:
+        table = Settings().usage_table
+    sys.exit(usage(args.db or Settings().usage_db, args.days, table))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,21 @@ class UsageRecord:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """One row of `streamfn usage`."""
+
+    day: str
+    provider: str
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    estimated: int  # requests whose counts are estimates
+    failed: int  # errored or timed out
+    cancelled: int
+
+
 class UsageStore(Protocol):
     """Where usage records are kept. `write` may raise; the caller logs and keeps the record."""
 

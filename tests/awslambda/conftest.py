@@ -18,7 +18,13 @@ def emulator() -> Iterator[Callable[..., EmulatorThread]]:
     """`emulator(timeout_s=..., **env)`: a function URL on loopback running functions/bootstrap."""
     started: list[EmulatorThread] = []
 
-    def start(timeout_s: float = 60, cors: UrlCors | None = None, **env: str) -> EmulatorThread:
+    def start(
+        timeout_s: float = 60,
+        cors: UrlCors | None = None,
+        snapstart: bool = False,
+        concurrency: int = 10,
+        **env: str,
+    ) -> EmulatorThread:
         # The child imports test apps from this checkout; STREAMFN_ settings of the developer's
         # shell are not passed on, so that tests see the defaults.
         base: dict[str, str | None] = {k: None for k in os.environ if k.startswith("STREAMFN_")}
@@ -29,7 +35,13 @@ def emulator() -> Iterator[Callable[..., EmulatorThread]]:
             "STREAMFN_AUTH": "none",
             **env,
         }
-        thread = EmulatorThread(env=full_env, timeout_s=timeout_s, cors=cors).__enter__()
+        thread = EmulatorThread(
+            env=full_env,
+            timeout_s=timeout_s,
+            cors=cors,
+            snapstart=snapstart,
+            concurrency=concurrency,
+        ).__enter__()
         started.append(thread)
         return thread
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
+import yaml
 from moto.server import ThreadedMotoServer
 
 if TYPE_CHECKING:
@@ -56,14 +57,21 @@ def moto() -> Iterator[Moto]:
     server.stop()
 
 
+def usage_table_definition() -> dict[str, Any]:
+    """The usage table's keys and day index, read from template.yaml itself."""
+    from local.url_cors import TEMPLATE, _CloudFormation
+
+    document = yaml.load(TEMPLATE.read_text(), Loader=_CloudFormation)
+    properties = document["Resources"]["UsageTable"]["Properties"]
+    return {
+        k: properties[k] for k in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
+    }
+
+
 def create_usage_table(client: DynamoDBClient, name: str) -> None:
-    """The usage table as template.yaml declares it: keyed by request_id, TTL on expires_at."""
-    client.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "request_id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "request_id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    """The usage table as template.yaml declares it: keyed by request_id, the day index, TTL on
+    expires_at."""
+    client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **usage_table_definition())
     client.update_time_to_live(
         TableName=name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},

@@ -155,6 +155,11 @@ def test_least_privilege_and_no_keys_in_the_template(sam: Path) -> None:
     assert not [p for p in template["Parameters"] if p.endswith(("ApiKey", "Key"))]
     table = template["Resources"]["UsageTable"]["Properties"]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
+    # `streamfn usage --stack` queries a day at a time: the index it needs, counted fields only.
+    [by_day] = table["GlobalSecondaryIndexes"]
+    assert by_day["IndexName"] == "by-day"
+    assert [k["AttributeName"] for k in by_day["KeySchema"]] == ["day", "started_at"]
+    assert by_day["Projection"]["ProjectionType"] == "INCLUDE"
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     # Deployed with streamfn's own auth on, whatever fronts the function.
     assert template["Parameters"]["StreamfnAuth"]["Default"] == "api_key"

@@ -198,7 +198,7 @@ async def test_ollama_unknown_model_is_400(serve: Serve, client: httpx.AsyncClie
     ],
 )
 def test_ollama_host_forms(host: str, url: str) -> None:
-    from streamfn.providers.ollama_chat import base_url
+    from streamfn.providers.registry import ollama_base_url as base_url
 
     assert base_url(host) == url
 

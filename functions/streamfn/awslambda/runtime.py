@@ -20,6 +20,7 @@ from typing import Any, cast
 from aws_lambda_powertools import Logger
 from starlette.types import ASGIApp, Message
 
+from streamfn.awslambda import snapstart
 from streamfn.awslambda.bridge import invoke
 from streamfn.awslambda.runtime_api import RuntimeAPI
 from streamfn.awslambda.secrets import load_secrets
@@ -98,6 +99,18 @@ async def run(api: RuntimeAPI, app_spec: str, log: Logger) -> int:
         logger.exception("init failed")
         await api.init_error(exc, kind)
         return 1
+    if snapstart.enabled():
+
+        async def rebuild() -> None:
+            nonlocal app, lifespan
+            app = load_app(app_spec)  # from the keys as they are now; its modules are loaded
+            lifespan = Lifespan(app)
+            await lifespan.startup()
+
+        try:
+            await snapstart.checkpoint(api, lifespan.shutdown, rebuild)
+        except snapstart.SnapStartError:
+            return 1
 
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -139,6 +139,15 @@ class RuntimeAPI:
     async def init_error(self, exc: BaseException, error_type: str) -> None:
         await self._error("/init/error", exc, error_type)
 
+    async def restore_next(self) -> None:
+        """SnapStart: ready for the snapshot; returns once restored from it."""
+        status, _, body = await self._call("GET", "/restore/next", [], None)
+        if status != 200:
+            raise RuntimeAPIError(f"restore/next answered {status}: {body[:200]!r}")
+
+    async def restore_error(self, exc: BaseException, error_type: str) -> None:
+        await self._error("/restore/error", exc, error_type)
+
     async def _error(self, path: str, exc: BaseException, error_type: str | None) -> None:
         document = error_document(exc, error_type)
         headers = [

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -30,20 +29,10 @@ from streamfn.chunks import (
 from streamfn.content import Message, ToolCall
 from streamfn.providers import upstream
 from streamfn.providers.assembly import ReasoningTracker, new_call_id, whole_call
+from streamfn.providers.registry import ollama_base_url as base_url
 from streamfn.request import ChatRequest
 
 NAME = "ollama"
-
-
-def base_url(host: str) -> str:
-    """OLLAMA_HOST as Ollama reads it: `host`, `host:port` or a URL; port 11434 by default."""
-    url = host if "://" in host else f"http://{host}"
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 11434)
-    hostname = parts.hostname or "127.0.0.1"
-    if hostname == "0.0.0.0":  # a listen address: reach it on loopback
-        hostname = "127.0.0.1"
-    return f"{parts.scheme}://{hostname}:{port}{parts.path.rstrip('/')}"
 
 
 class OllamaProvider:

@@ -45,6 +45,7 @@ class ProviderSpec:
     capabilities: Capabilities = field(default_factory=Capabilities)
     models: tuple[str, ...] | None = None  # the only models it has; None: any it is asked for
     address: str | None = None  # a URL of its own to probe for reachability (Ollama, vLLM)
+    prepared: bool = True  # built when the app starts; False: on first use
 
 
 async def unreachable(url: str, timeout_s: float = 0.5) -> str | None:
@@ -112,7 +113,7 @@ class ProviderRegistry:
         """Build every provider now, in a worker thread: importing an SDK takes up to a second
         or two, and done on first use it would stall every other stream meanwhile."""
         for spec in self._specs.values():
-            if spec.name not in self._built:
+            if (spec.prepared or spec.name == self.default) and spec.name not in self._built:
                 self._built[spec.name] = await asyncio.to_thread(spec.build)
                 logger.info("provider %s ready", spec.name)
 
@@ -213,15 +214,15 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
                 address=settings.anthropic_base_url,
             )
         )
-    from streamfn.providers.ollama_chat import base_url as ollama_url
-
     specs.append(
         ProviderSpec(
             "ollama",
             settings.ollama_model,
             ollama,
             OLLAMA_CAPABILITIES,
-            address=ollama_url(settings.ollama_host),
+            address=ollama_base_url(settings.ollama_host),
+            # There by default, used by few: built on first use unless OLLAMA_HOST names one.
+            prepared="ollama_host" in settings.model_fields_set,
         )
     )
     for compatible in settings.openai_compatible:
@@ -236,6 +237,17 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
             )
         )
     return specs
+
+
+def ollama_base_url(host: str) -> str:
+    """OLLAMA_HOST as Ollama reads it: `host`, `host:port` or a URL; port 11434 by default."""
+    url = host if "://" in host else f"http://{host}"
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 11434)
+    hostname = parts.hostname or "127.0.0.1"
+    if hostname == "0.0.0.0":  # a listen address: reach it on loopback
+        hostname = "127.0.0.1"
+    return f"{parts.scheme}://{hostname}:{port}{parts.path.rstrip('/')}"
 
 
 def max_tokens_param(base_url: str | None) -> Literal["max_tokens", "max_completion_tokens"]:

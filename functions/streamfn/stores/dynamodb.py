@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import UTC, datetime
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from streamfn.usage import UsageRecord
+from streamfn.usage import Totals, UsageRecord
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
 
 TTL_ATTRIBUTE = "expires_at"
+# The index `streamfn usage` queries, one UTC day at a time (template.yaml declares it): `day`
+# as its partition key, `started_at` as its sort key, the counted attributes projected.
+DAY_INDEX = "by-day"
+_COUNTED = ("provider", "model", "outcome", "input_tokens", "output_tokens", "usage_estimated")
 
 
 def item(record: UsageRecord, ttl_days: int) -> dict[str, Any]:
@@ -34,6 +40,10 @@ def item(record: UsageRecord, ttl_days: int) -> dict[str, Any]:
     values[TTL_ATTRIBUTE] = int(record.started_at) + ttl_days * 86400
     serialize = TypeSerializer().serialize
     return {k: serialize(v) for k, v in values.items()}
+
+
+def _ordinal(day: str) -> int:
+    return date.fromisoformat(day).toordinal()
 
 
 class DynamoDBUsageStore:
@@ -69,6 +79,51 @@ class DynamoDBUsageStore:
 
     async def write(self, record: UsageRecord) -> None:
         await asyncio.to_thread(self.write_sync, record)
+
+    def totals(self, days: int, now: float | None = None) -> list[Totals]:
+        """Totals per day, provider and model over the last `days` UTC days (today included),
+        newest first: one Query of the day index per day, never a scan."""
+        today = datetime.fromtimestamp(time.time() if now is None else now, UTC).date()
+        sums: dict[tuple[str, str, str], list[int]] = {}
+        for back in range(days):
+            day = (today - timedelta(days=back)).isoformat()
+            for found in self._day(day):
+                key = (day, str(found["provider"]), str(found["model"]))
+                row = sums.setdefault(key, [0] * 6)
+                outcome = found.get("outcome")
+                for i, value in enumerate(
+                    (
+                        1,
+                        int(found.get("input_tokens", 0)),
+                        int(found.get("output_tokens", 0)),
+                        int(bool(found.get("usage_estimated"))),
+                        int(outcome in ("errored", "timeout")),
+                        int(outcome == "cancelled"),
+                    )
+                ):
+                    row[i] += value
+        ordered = sorted(sums.items(), key=lambda kv: (-_ordinal(kv[0][0]), kv[0][1], kv[0][2]))
+        return [Totals(*key, *values) for key, values in ordered]
+
+    def _day(self, day: str) -> Iterator[dict[str, Any]]:
+        from boto3.dynamodb.types import TypeDeserializer
+
+        deserialize = TypeDeserializer().deserialize
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": DAY_INDEX,
+            "KeyConditionExpression": "#day = :day",
+            "ExpressionAttributeNames": {"#day": "day", **{f"#{n}": n for n in _COUNTED}},
+            "ExpressionAttributeValues": {":day": {"S": day}},
+            "ProjectionExpression": ", ".join(f"#{n}" for n in _COUNTED),
+        }
+        while True:
+            page = self._dynamodb().query(**kwargs)
+            for raw in page.get("Items", []):
+                yield {k: deserialize(v) for k, v in raw.items()}
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-from streamfn.usage import UsageRecord
+from streamfn.usage import Totals, UsageRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -43,21 +42,6 @@ FROM usage WHERE started_at >= ?
 GROUP BY day, provider, model
 ORDER BY day DESC, provider, model
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Totals:
-    """One row of `streamfn usage`."""
-
-    day: str
-    provider: str
-    model: str
-    requests: int
-    input_tokens: int
-    output_tokens: int
-    estimated: int  # requests whose counts are estimates
-    failed: int  # errored or timed out
-    cancelled: int
 
 
 class SqliteUsageStore:

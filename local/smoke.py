@@ -1,0 +1,194 @@
+"""`make smoke URL=... [KEY=...] [ORIGIN=...]`: a short end-to-end check of a deployed streamfn.
+
+It streams one answer and checks that it arrives progressively and framed as streamfn frames
+events, that a bad request gets a clear 4xx, that the URL answers a browser from ORIGIN with
+the CORS headers it needs, and, given a KEY, that a call without it is refused. It prints a
+pass/fail table and exits non-zero if anything failed. Nothing here is specific to AWS: it
+works against `make run`, `make run-lambda` and a deployed function URL alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from httpx_sse import EventSource
+
+PROMPT = "Count from 1 to 20, one number per line, nothing else."
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool | None  # None: not run (why is in `detail`)
+    detail: str
+
+
+def _headers(key: str | None, origin: str | None = None) -> dict[str, str]:
+    headers = {"accept": "text/event-stream"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    if origin:
+        headers["origin"] = origin
+    return headers
+
+
+def stream_check(client: httpx.Client, url: str, key: str | None) -> list[Check]:
+    body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 200}
+    reads: list[float] = []
+    events = []
+    started = time.monotonic()
+    with client.stream("POST", f"{url}/chat/stream", json=body, headers=_headers(key)) as response:
+        if response.status_code != 200:
+            detail = f"{response.status_code}: {response.read()[:200]!r}"
+            return [Check("a streamed answer", False, detail)]
+        source = EventSource(response)
+        for event in source.iter_sse():
+            reads.append(time.monotonic() - started)
+            events.append(event)
+    names = [e.event for e in events]
+    tokens = [e for e in events if e.event == "token"]
+    text = "".join(e.data for e in tokens)
+    last = names[-1] if names else "nothing"
+    checks = [
+        Check(
+            "a streamed answer",
+            bool(tokens) and last == "done",
+            f"{len(tokens)} tokens, {len(text)} characters, ended with {last}",
+        )
+    ]
+    spread = reads[-1] - reads[0] if reads else 0
+    first = reads[0] if reads else 0
+    checks.append(
+        Check(
+            "arriving progressively",
+            len(tokens) > 1 and spread > 0.05,
+            f"first event after {first * 1000:.0f} ms, the last {spread * 1000:.0f} ms later",
+        )
+    )
+    ids = [e.id for e in events]
+    framed = (
+        ids == [str(i) for i in range(1, len(events) + 1)]
+        and events[0].retry is not None
+        and names[-2:] == ["usage", "done"]
+    )
+    checks.append(
+        Check(
+            "event framing",
+            framed,
+            "ids 1..n, a retry hint first, usage then done last"
+            if framed
+            else f"ids {ids[:3]}..., events {names[:3]}...{names[-2:]}",
+        )
+    )
+    return checks
+
+
+def error_check(client: httpx.Client, url: str, key: str | None) -> Check:
+    response = client.post(
+        f"{url}/chat/stream",
+        json={"provider": "no-such-provider", "messages": [{"role": "user", "content": "x"}]},
+        headers=_headers(key),
+    )
+    try:
+        error = response.json().get("error", {})
+    except ValueError:
+        error = {}
+    ok = response.status_code == 400 and bool(error.get("message"))
+    return Check(
+        "a clear error for a bad request",
+        ok,
+        f"{response.status_code} {error.get('type', '')}: {str(error.get('message', ''))[:60]}",
+    )
+
+
+def cors_check(client: httpx.Client, url: str, key: str | None, origin: str | None) -> Check:
+    if not origin:
+        return Check("CORS for a browser origin", None, "not checked: give ORIGIN=https://...")
+    preflight = client.options(
+        f"{url}/chat/stream",
+        headers={
+            "origin": origin,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type,authorization",
+        },
+    )
+    allowed = preflight.headers.get("access-control-allow-origin")
+    response = client.post(
+        f"{url}/chat/stream",
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
+        headers=_headers(key, origin),
+    )
+    exposed = response.headers.get("access-control-expose-headers", "").lower()
+    ok = allowed in (origin, "*") and "x-request-id" in exposed
+    return Check(
+        "CORS for a browser origin",
+        ok,
+        f"preflight {preflight.status_code}, allow-origin {allowed!r}, "
+        f"X-Request-Id {'exposed' if 'x-request-id' in exposed else 'not exposed'}",
+    )
+
+
+def auth_check(client: httpx.Client, url: str, key: str | None) -> Check:
+    response = client.post(
+        f"{url}/chat/stream",
+        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
+        headers={"accept": "text/event-stream"},
+    )
+    if not key:
+        return Check(
+            "a call without a key is refused",
+            None,
+            f"not checked: give KEY=... (without one the URL answered {response.status_code})",
+        )
+    return Check(
+        "a call without a key is refused",
+        response.status_code == 401,
+        f"{response.status_code} without a key",
+    )
+
+
+def run(url: str, key: str | None, origin: str | None) -> list[Check]:
+    url = url.rstrip("/")
+    with httpx.Client(timeout=httpx.Timeout(60, connect=10)) as client:
+        checks: list[Check] = []
+        steps: list[Callable[[], list[Check]]] = [
+            lambda: stream_check(client, url, key),
+            lambda: [error_check(client, url, key)],
+            lambda: [cors_check(client, url, key, origin)],
+            lambda: [auth_check(client, url, key)],
+        ]
+        for step in steps:
+            try:
+                checks += step()
+            except httpx.HTTPError as exc:
+                checks.append(Check("reaching the URL", False, f"{type(exc).__name__}: {exc}"))
+        return checks
+
+
+def table(checks: list[Check]) -> str:
+    mark = {True: "pass", False: "FAIL", None: "skip"}
+    width = max(len(c.name) for c in checks)
+    return "".join(f"{mark[c.passed]:4}  {c.name:<{width}}  {c.detail}\n" for c in checks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="smoke", description=__doc__)
+    parser.add_argument("url", help="the deployed URL (the stack's FunctionUrl output)")
+    parser.add_argument("--origin", default=None, help="a browser origin to check CORS for")
+    args = parser.parse_args()
+    key = os.environ.get("STREAMFN_SMOKE_KEY") or None  # not on the command line: ps shows it
+    checks = run(args.url, key, args.origin)
+    sys.stdout.write(table(checks))
+    failed = [c for c in checks if c.passed is False]
+    sys.stdout.write(f"{'FAILED' if failed else 'passed'}: {args.url}\n")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
