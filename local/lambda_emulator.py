@@ -238,10 +238,11 @@ class Emulator:
     def _live(self) -> list[Environment]:
         return [e for e in self.environments if not e.gone]
 
-    async def start_runtime(self) -> Environment:
+    async def start_runtime(self, *, reserved: bool = False) -> Environment:
         """A new environment: its Runtime API, then `functions/bootstrap` as Lambda would start
-        it: a fresh process, a cold start."""
-        environment = Environment(number=self.record.runtime_starts + 1)
+        it: a fresh process, a cold start. `reserved`: busy from the start, for the request
+        that asked for it (no other request may take it while it starts)."""
+        environment = Environment(number=self.record.runtime_starts + 1, busy=reserved)
         self.record.runtime_starts += 1
         self.environments.append(environment)
         environment.server = await asyncio.start_server(
@@ -276,7 +277,7 @@ class Emulator:
         if environment is None:
             if len(self._live()) >= self.concurrency:
                 return None
-            environment = await self.start_runtime()
+            environment = await self.start_runtime(reserved=True)
         environment.busy = True
         environment.restore.set()  # SnapStart: an environment is restored when it is needed
         await environment.pending.put(invocation)

@@ -103,6 +103,8 @@ class Accounted(Response):
         self._tally = tally
         self._accountant = accountant
         response.headers["x-request-id"] = tally.request_id
+        if tally.served:  # made after the first chunk: the provider that answered is known
+            response.headers["x-streamfn-served-by"] = f"{tally.provider}/{tally.request.model}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status = self.status_code

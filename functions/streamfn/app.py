@@ -135,7 +135,7 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["content-type", "authorization", "x-api-key", "last-event-id"],
-            expose_headers=["x-request-id"],
+            expose_headers=["x-request-id", "x-streamfn-served-by"],
         )
 
     pipeline = Pipeline(settings, registry, accountant)
@@ -147,7 +147,12 @@ def create_app(
         except Refused as exc:
             return exc.response(native.DIALECT)
         return await pipeline.stream(
-            request, spec, chat, dialect=native.DIALECT, encode=native.events
+            request,
+            spec,
+            chat,
+            dialect=native.DIALECT,
+            encode=native.events,
+            fallbacks=getattr(body, "fallbacks", ()),
         )
 
     @app.post(
@@ -193,15 +198,21 @@ def create_app(
         except Refused as exc:
             return exc.response(openai.DIALECT)
         id = f"chatcmpl-{request_id(request)}"
+        # OpenRouter's `models`: tried in order; `model` first, whether or not it is listed.
+        fallbacks = [m for m in body.models or () if m != body.model]
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             encode = openai.ChunkEncoder(id=id, model=body.model, include_usage=include_usage)
-            return await pipeline.stream(request, spec, chat, dialect=openai.DIALECT, encode=encode)
+            return await pipeline.stream(
+                request, spec, chat, dialect=openai.DIALECT, encode=encode, fallbacks=fallbacks
+            )
 
         def render(result: Completion) -> Response:
             return JSONResponse(openai.completion(result, id=id, model=body.model))
 
-        return await pipeline.complete(request, spec, chat, dialect=openai.DIALECT, render=render)
+        return await pipeline.complete(
+            request, spec, chat, dialect=openai.DIALECT, render=render, fallbacks=fallbacks
+        )
 
     @app.get("/v1/models", tags=["OpenAI API"], responses=UNAUTHORIZED)
     async def openai_models() -> dict[str, Any]:

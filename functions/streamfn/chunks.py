@@ -109,6 +109,7 @@ class Finish:
 
     reason: FinishReason
     usage: Usage
+    served_by: str | None = None  # `provider/model` that answered, set once it is known
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import replace
 from fnmatch import fnmatchcase
 
 from starlette.requests import Request
@@ -25,6 +26,7 @@ from streamfn.guard import Timeouts, guard
 from streamfn.providers import ProviderRegistry, ProviderSpec, UnknownProviderError
 from streamfn.quotas import Exceeded, Quota, Quotas, Unavailable, from_settings
 from streamfn.request import ChatRequest, Limits, check
+from streamfn.resilience import RetryPolicy, candidate_names, first_success
 from streamfn.settings import Settings
 from streamfn.streaming import Completion, complete_response, stream_response
 from streamfn.usage import Tally
@@ -176,19 +178,59 @@ class Pipeline:
                 headers={"Retry-After": "1"},
             ) from None
 
+    def _candidates(
+        self, request: Request, spec: ProviderSpec, chat: ChatRequest, fallbacks: Sequence[str]
+    ) -> list[tuple[ProviderSpec, ChatRequest]]:
+        """`spec` with `chat`, then each fallback that exists, is allowed here and for the
+        caller's key, and can take this request (the others are skipped, and logged)."""
+        out = [(spec, chat)]
+        admitted = request.scope.get("streamfn.identity")
+        patterns = admitted.limits.get("models") if admitted is not None else None
+        names = candidate_names(fallbacks, self.settings.fallbacks, spec.name, chat.model)
+        for name in names:
+            try:
+                other, model = self.route(name)
+                if patterns and not any(fnmatchcase(f"{other.name}/{model}", p) for p in patterns):
+                    raise Refused(403, "forbidden", "this API key may not use it", "model")
+                moved = replace(chat, model=model)
+                other.capabilities.check(moved, other.name)
+            except (Refused, InvalidContent) as exc:
+                logger.info("fallback %s skipped: %s", name, getattr(exc, "message", exc))
+                continue
+            out.append((other, moved))
+        return out
+
     async def _start(
-        self, request: Request, spec: ProviderSpec, chat: ChatRequest
+        self, request: Request, spec: ProviderSpec, chat: ChatRequest, fallbacks: Sequence[str]
     ) -> tuple[Tally, AsyncGenerator[StreamChunk, None]]:
         tally = Tally(request_id(request), identity(request), spec.name, chat)
         await self._lease(request, tally)
-        timeouts = Timeouts(
-            first_token_s=self.settings.first_token_timeout_s,
-            idle_s=self.settings.idle_timeout_s,
-            total_s=self.settings.total_timeout_s,
-            deadline=_deadline(request, self.settings.deadline_margin_s),
+        candidates = self._candidates(request, spec, chat, fallbacks)
+        settings = self.settings
+        deadline = _deadline(request, settings.deadline_margin_s)
+
+        def open_attempt(index: int, first_token_s: float) -> AsyncGenerator[StreamChunk, None]:
+            spec, chat = candidates[index]
+            timeouts = Timeouts(
+                first_token_s=first_token_s,
+                idle_s=settings.idle_timeout_s,
+                total_s=settings.total_timeout_s,
+                deadline=deadline,
+            )
+            return guard(self.registry.get(spec.name).stream(chat), timeouts)
+
+        def served(index: int) -> None:
+            tally.provider, tally.request = candidates[index][0].name, candidates[index][1]
+            tally.served = True
+
+        chunks = first_success(
+            len(candidates),
+            open_attempt,
+            RetryPolicy(settings.upstream_retries, max_wait_s=settings.retry_max_wait_s),
+            settings.first_token_timeout_s,
+            served,
         )
-        provider = self.registry.get(spec.name)
-        return tally, tally.observe(guard(provider.stream(chat), timeouts))
+        return tally, tally.observe(chunks)
 
     async def stream(
         self,
@@ -198,10 +240,12 @@ class Pipeline:
         *,
         dialect: Dialect,
         encode: Encode,
+        fallbacks: Sequence[str] = (),
     ) -> Response:
-        """`chat`'s answer from `spec`'s provider, streamed as `encode`'s events."""
+        """`chat`'s answer from `spec`'s provider (or a fallback's), streamed as `encode`'s
+        events."""
         try:
-            tally, chunks = await self._start(request, spec, chat)
+            tally, chunks = await self._start(request, spec, chat, fallbacks)
         except Refused as exc:
             return exc.response(dialect)
         response = await stream_response(
@@ -223,10 +267,11 @@ class Pipeline:
         *,
         dialect: Dialect,
         render: Callable[[Completion], Response],
+        fallbacks: Sequence[str] = (),
     ) -> Response:
         """`chat`'s whole answer in one response, rendered by `render`."""
         try:
-            tally, chunks = await self._start(request, spec, chat)
+            tally, chunks = await self._start(request, spec, chat, fallbacks)
         except Refused as exc:
             return exc.response(dialect)
         response = await complete_response(chunks, request, dialect=dialect, render=render)

@@ -190,8 +190,21 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=5,
-        description="Retries of a failed upstream request before the first token. 0 hands a "
-        "429 or 5xx straight to the client, which knows best whether to wait.",
+        description="Retries of a retryable failure (429, 5xx, overloaded, a broken connection, "
+        "no first token) before the first token, with backoff; per provider tried. 0 hands it "
+        "straight to the client (or to the next fallback), which knows best whether to wait.",
+    )
+    fallbacks: dict[str, list[str]] = Field(
+        default={},
+        description="Alternatives tried in order when a provider fails retryably before its "
+        'first token, as JSON: {"openai/gpt-4o": ["anthropic/claude-sonnet-4-5"], "openai": '
+        "[...]} (by provider/model, else by provider). A request's own list replaces them.",
+    )
+    retry_max_wait_s: float = Field(
+        default=4,
+        ge=0,
+        description="The longest single wait before a retry, Retry-After included; a longer "
+        "Retry-After moves on to the next fallback at once.",
     )
     connect_timeout_s: float = Field(default=10, gt=0, description="Connecting to a provider.")
 

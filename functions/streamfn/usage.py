@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol, TypeAlias
 
 from streamfn.chunks import (
@@ -89,6 +89,7 @@ class Tally:
     _text: list[str] = field(default_factory=list)
     _final: Finish | StreamError | None = None
     lease: Lease | None = None  # the request's hold on its identity's limits
+    served: bool = False  # a provider (the first, or a fallback) got past its first chunk
 
     async def observe(
         self, chunks: AsyncGenerator[StreamChunk, None]
@@ -96,7 +97,10 @@ class Tally:
         """`chunks`, unchanged, noted on the way past. Closing this closes `chunks`."""
         try:
             async for chunk in chunks:
-                if isinstance(chunk, Finish | StreamError):
+                if isinstance(chunk, Finish):
+                    chunk = replace(chunk, served_by=f"{self.provider}/{self.request.model}")
+                    self._final = chunk
+                elif isinstance(chunk, StreamError):
                     self._final = chunk
                 else:
                     if self._first_token is None:

@@ -120,7 +120,9 @@ def test_function_url_applies_the_templates_cors(
     assert fetched["requestId"]
     assert streamed == {"text": "one two three"}
     assert response.headers.get_list("access-control-allow-origin") == [origin]
-    assert response.headers.get_list("access-control-expose-headers") == ["x-request-id"]
+    assert response.headers.get_list("access-control-expose-headers") == [
+        "x-request-id, x-streamfn-served-by"
+    ]
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-methods"] == "GET, POST"
     assert preflight.headers["access-control-max-age"] == "600"

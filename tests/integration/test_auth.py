@@ -312,7 +312,7 @@ async def test_cors_origins_as_a_star_a_list_or_json(
     allowed = response.headers["access-control-allow-origin"]
     assert allowed == ("*" if value == "*" else "http://b.test")
     assert "access-control-allow-credentials" not in response.headers  # never with *
-    assert response.headers["access-control-expose-headers"] == "x-request-id"
+    assert response.headers["access-control-expose-headers"] == "x-request-id, x-streamfn-served-by"
 
 
 # --- stream tokens: EventSource with auth on --------------------------------------------------

@@ -77,6 +77,8 @@ async def test_anthropic_usage_combines_message_start_and_message_delta(
         "estimated": False,
         "reasoning_tokens": None,
         "cached_input_tokens": 100,
+        "provider": "anthropic",
+        "model": "claude-haiku-4-5",
     }
     # No max_tokens in the request: the default cap is sent (Anthropic requires one anyway).
     assert up.requests[0].json()["max_tokens"] == 16384
@@ -172,6 +174,8 @@ async def test_ollama_length_and_missing_prompt_count(
         "estimated": True,
         "reasoning_tokens": None,
         "cached_input_tokens": None,
+        "provider": "ollama",
+        "model": "llama3.2",
     }
 
 

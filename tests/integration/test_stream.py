@@ -63,6 +63,8 @@ async def test_post_streams_the_reply_exactly_with_ids_usage_and_done(
         "estimated": False,
         "reasoning_tokens": None,
         "cached_input_tokens": None,
+        "provider": "echo",  # what answered
+        "model": "echo",
     }
     assert events[-1].data == "stop"
 

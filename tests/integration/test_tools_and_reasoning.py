@@ -69,7 +69,10 @@ def parsed(event: Received) -> tuple[str, Any]:
     return event.event, json.loads(event.data)
 
 
-def usage(input_tokens: int, output_tokens: int, reasoning: int | None, cached: int | None) -> Any:
+def usage(
+    input_tokens: int, output_tokens: int, reasoning: int | None, cached: int | None, served: str
+) -> Any:
+    provider, model = served.split("/")
     return (
         "usage",
         {
@@ -78,6 +81,8 @@ def usage(input_tokens: int, output_tokens: int, reasoning: int | None, cached: 
             "estimated": False,
             "reasoning_tokens": reasoning,
             "cached_input_tokens": cached,
+            "provider": provider,
+            "model": model,
         },
     )
 
@@ -109,7 +114,7 @@ async def test_openai_parallel_calls_stream_as_fragments_then_whole(
         delta("call_t", "{}"),
         call("call_w", "get_weather", '{"city": "Paris"}'),
         call("call_t", "get_time", "{}"),
-        usage(30, 12, 5, 8),
+        usage(30, 12, 5, 8, "openai/gpt-4o-mini"),
         ("done", "tool_calls"),
     ]
 
@@ -169,7 +174,7 @@ async def test_plain_reasoning_fields_become_one_block_before_the_answer(
         ("reasoning", "ing."),
         ("reasoning_done", {"type": "thinking", "text": "Thinking.", "signature": None}),
         ("token", "Answer"),
-        usage(30, 12, 5, 8),
+        usage(30, 12, 5, 8, "openai/gpt-4o-mini"),
         ("done", "stop"),
     ]
 
@@ -207,7 +212,7 @@ async def test_anthropic_thinking_signature_text_and_tool_use(
         delta("toolu_01", 'ris"}'),
         call("toolu_01", "get_weather", '{"city": "Paris"}'),
         # message_delta's usage is cumulative and came twice: the last one counts, not the sum.
-        usage(30 + 8, 25, 9, 8),
+        usage(30 + 8, 25, 9, 8, "anthropic/claude-haiku-4-5"),
         ("done", "tool_calls"),
     ]
 

@@ -58,9 +58,14 @@ def wire(chunk: StreamChunk, first_id: int = 7) -> bytes:
             b'"arguments":"{\\"city\\":\\"Z\xc3\xbcrich\\"}"}\n\n',
         ),
         (
-            Finish("tool_calls", Usage(30, 12, reasoning_tokens=5, cached_input_tokens=8)),
+            Finish(
+                "tool_calls",
+                Usage(30, 12, reasoning_tokens=5, cached_input_tokens=8),
+                served_by="openai/gpt-4o",
+            ),
             b'id: 7\nevent: usage\ndata: {"input_tokens":30,"output_tokens":12,"estimated":false,'
-            b'"reasoning_tokens":5,"cached_input_tokens":8}\n\n'
+            b'"reasoning_tokens":5,"cached_input_tokens":8,"provider":"openai","model":"gpt-4o"}'
+            b"\n\n"
             b"id: 8\nevent: done\ndata: tool_calls\n\n",
         ),
         (

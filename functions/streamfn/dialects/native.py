@@ -173,6 +173,12 @@ class ChatBody(_Strict):
     tool_choice: Literal["auto", "none", "required"] | NamedToolIn | None = None
     parallel_tool_calls: bool | None = None
     reasoning: ReasoningOptionIn | None = None
+    fallbacks: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default=[],
+        max_length=5,
+        description="provider/model alternatives tried in order if this one fails before its "
+        "first token (replacing STREAMFN_FALLBACKS for this request)",
+    )
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -319,7 +325,8 @@ def events(chunk: StreamChunk) -> tuple[Event, ...]:
         case ToolCallEnd(call=call):
             body = {"id": call.id, "name": call.name, "arguments": call.arguments}
             return (Event("tool_call", dumps(body)),)
-        case Finish(reason=reason, usage=usage):
+        case Finish(reason=reason, usage=usage, served_by=served_by):
+            provider, _, model = (served_by or "").partition("/")
             return (
                 Event(
                     "usage",
@@ -330,6 +337,9 @@ def events(chunk: StreamChunk) -> tuple[Event, ...]:
                             "estimated": usage.estimated,
                             "reasoning_tokens": usage.reasoning_tokens,
                             "cached_input_tokens": usage.cached_input_tokens,
+                            # What answered: the provider asked for, or a fallback.
+                            "provider": provider or None,
+                            "model": model or None,
                         }
                     ),
                 ),

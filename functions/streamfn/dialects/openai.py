@@ -132,6 +132,12 @@ class CompletionBody(_Open):
     """The body of `POST /v1/chat/completions`."""
 
     model: str = Field(min_length=1, max_length=256)
+    models: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None,
+        max_length=5,
+        description="Fallbacks, as OpenRouter takes them: models tried in order if `model` "
+        "fails before its first token.",
+    )
     messages: list[MessageIn] = Field(min_length=1, max_length=1000)
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -157,7 +157,7 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
                 max_tokens_param=max_tokens_param,
                 total_timeout_s=settings.total_timeout_s,
                 connect_timeout_s=settings.connect_timeout_s,
-                max_retries=settings.upstream_retries,
+                max_retries=0,  # streamfn retries, and falls back (streamfn.resilience)
                 max_connections=settings.upstream_connections,
                 reasoning_back=not is_openai(base_url),
             )
@@ -174,7 +174,7 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
             default_max_tokens=settings.anthropic_max_tokens,
             total_timeout_s=settings.total_timeout_s,
             connect_timeout_s=settings.connect_timeout_s,
-            max_retries=settings.upstream_retries,
+            max_retries=0,  # streamfn retries, and falls back (streamfn.resilience)
             max_connections=settings.upstream_connections,
         )
 
