@@ -256,6 +256,7 @@ class Pipeline:
             retry_ms=self.settings.retry_ms,
             keepalive_s=self.settings.keepalive_s,
             write_timeout_s=self.settings.write_timeout_s,
+            early_commit_s=self.settings.early_commit_s,
         )
         return Accounted(response, tally, self.accountant)
 

@@ -98,6 +98,14 @@ class Settings(BaseSettings):
     keepalive_s: float = Field(
         default=15, ge=0, description="Seconds between SSE keepalive comments; 0 disables them."
     )
+    early_commit_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Opt-in: after this many seconds without a first token, send the status and "
+        "headers and start keepalive comments (for models that think for minutes behind "
+        "proxies that cut idle connections); a later failure is then an error event, not an "
+        "HTTP status. Unset: the status waits for the first token.",
+    )
     retry_ms: int = Field(
         default=3000, ge=0, description="Reconnect delay hinted to EventSource on the first event."
     )

@@ -67,16 +67,29 @@ def error_response(dialect: Dialect, error: StreamError) -> Response:
 
 
 async def _events(
-    first: StreamChunk, chunks: AsyncGenerator[StreamChunk, None], encode: Encode
+    first: asyncio.Future[StreamChunk],
+    chunks: AsyncGenerator[StreamChunk, None],
+    encode: Encode,
 ) -> AsyncGenerator[Event, None]:
+    """`first` (still pending after an early commit) and the rest of `chunks`, encoded."""
     try:
-        for event in encode(first):
+        for event in encode(await first):
             yield event
         async for chunk in chunks:
             for event in encode(chunk):
                 yield event
     finally:
+        if not first.done():  # the client left while the first chunk was awaited
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
         await chunks.aclose()
+
+
+async def _within(work: asyncio.Future[T], seconds: float | None) -> bool:
+    """Whether `work` is done within `seconds` (None: however long it takes); it goes on."""
+    await asyncio.wait((work,), timeout=seconds)
+    return work.done()
 
 
 async def stream_response(
@@ -88,21 +101,33 @@ async def stream_response(
     retry_ms: int,
     keepalive_s: float,
     write_timeout_s: float | None = None,
+    early_commit_s: float | None = None,
 ) -> Response:
     """`chunks` as `encode`'s events, once the first chunk has come.
 
     Holding the response until the first chunk lets a failure before any token be a real HTTP
     status; watching for the disconnect meanwhile keeps a departed client's upstream request
-    from running on until its first token.
+    from running on until its first token. With `early_commit_s`, the response starts after
+    that long without a first chunk, keepalive comments flowing, so that proxies that cut idle
+    connections (often at 60 s) keep it; a failure after that is an `error` event.
     """
-    first = await _until_disconnect(asyncio.ensure_future(anext(chunks)), request.receive)
-    if first is None:
+    first = asyncio.ensure_future(anext(chunks))
+    came = await _until_disconnect(
+        asyncio.ensure_future(_within(first, early_commit_s)), request.receive
+    )
+    if came is None:
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
         await chunks.aclose()
         logger.info("client left before the first token")
         return Response(status_code=CLIENT_LEFT)
-    if isinstance(first, StreamError):
+    failed = first.result() if came else None
+    if isinstance(failed, StreamError):
         await chunks.aclose()
-        return error_response(dialect, first)
+        return error_response(dialect, failed)
+    if not came:
+        logger.info("no first token after %s s: committing early", early_commit_s)
     return event_stream(
         _events(first, chunks, encode),
         retry_ms=retry_ms,

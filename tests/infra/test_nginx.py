@@ -16,6 +16,8 @@ from starlette.types import ASGIApp
 
 from streamfn.app import create_app
 from streamfn.settings import Settings
+from tests.fakes import wire as w
+from tests.fakes.upstream import Reply, Upstream
 from tests.sse_client import stream, text_of, user
 from tests.waiting import free_port, wait_for_port
 
@@ -25,7 +27,7 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 @pytest.fixture
-def nginx_in_front(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+def nginx_in_front(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """`start(upstream_url)`: nginx with the shipped site proxying to it; returns nginx's URL."""
     if not Path(NGINX).exists():
         if os.environ.get("CI"):
@@ -33,9 +35,12 @@ def nginx_in_front(tmp_path: Path) -> Iterator[Callable[[str], str]]:
         pytest.skip("nginx is not installed (make test installs it when run as root)")
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(upstream: str) -> str:
+    def start(upstream: str, read_timeout: str | None = None) -> str:
         port = free_port()
         site = SITE.read_text()
+        if read_timeout is not None:  # a proxy that cuts an idle upstream sooner
+            assert "proxy_read_timeout 900s;" in site
+            site = site.replace("proxy_read_timeout 900s;", f"proxy_read_timeout {read_timeout};")
         assert "server 127.0.0.1:8000;" in site
         assert "listen 80;" in site
         site = site.replace("server 127.0.0.1:8000;", f"server {upstream.removeprefix('http://')};")
@@ -116,3 +121,31 @@ async def test_nginx_cuts_slow_headers_and_a_flood(
     statuses = [a.status_code for a in answers]
     assert statuses.count(429) >= 30
     assert 200 in statuses
+
+
+async def test_early_commit_keeps_a_slow_first_token_alive_through_a_proxy(
+    serve: Callable[[ASGIApp], str], nginx_in_front: Callable[..., str]
+) -> None:
+    """A model that thinks longer than the proxy's read timeout (1 s here, often 60 s): without
+    early commit the proxy gives up (504) before the first byte; with it, the status, headers
+    and keepalive comments keep the connection, and the answer arrives."""
+    thinking = [w.OPENAI_ROLE, 2.5, w.openai_chunk("finally"), *w.openai_stream([])[1:]]
+    with Upstream(Reply(body=thinking)) as up:
+        base = {
+            "openai_api_key": w.SECRET,
+            "openai_base_url": f"{up.url}/v1",
+            "default_provider": "openai",
+            "keepalive_s": 0.4,
+            "usage_records": False,
+        }
+        plain = nginx_in_front(serve(create_app(Settings(**base))), read_timeout="1s")
+        early = nginx_in_front(
+            serve(create_app(Settings(**base, early_commit_s=0.3))), read_timeout="1s"
+        )
+        async with httpx.AsyncClient(timeout=30) as client:
+            cut = await client.post(f"{plain}/chat/stream", json=user("hi"))
+            response, events = await stream(client, f"{early}/chat/stream", user("hi"))
+    assert cut.status_code == 504  # nginx's own: it gave up waiting
+    assert response.status_code == 200
+    assert text_of(events) == "finally"
+    assert events[-1].event == "done"

@@ -189,3 +189,28 @@ async def test_openai_models_list_falls_back_with_the_official_sdk(serve: Serve)
         await sdk.close()
     assert completion.choices[0].message.content == "via models"
     assert raw.headers["x-streamfn-served-by"] == "anthropic/claude-haiku-4-5"
+
+
+async def test_after_an_early_commit_a_failure_is_an_error_event_and_fallbacks_still_run(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    slow_failure = Reply(body=[w.OPENAI_ROLE, 0.6, b'data: {"error": {"message": "boom"}}\n\n'])
+    with Upstream(slow_failure) as openai:
+        url = serve(app_for(openai, early_commit_s=0.2))
+        response, events = await stream(client, f"{url}/chat/stream", user("hi"))
+    assert response.status_code == 200  # committed before the failure: no HTTP status for it
+    assert [e.event for e in events] == ["error"]
+    assert "boom" in json.loads(events[0].data)["message"]
+    # No content had been sent, so a fallback can still answer after the early commit.
+    with (
+        Upstream(slow_failure) as openai,
+        Upstream(Reply(body=w.anthropic_stream(["rescued"]))) as anthropic,
+    ):
+        url = serve(app_for(openai, anthropic, early_commit_s=0.2))
+        response, events = await stream(
+            client, f"{url}/chat/stream", user("hi", fallbacks=["anthropic"])
+        )
+    assert response.status_code == 200
+    assert text_of(events) == "rescued"
+    assert "x-streamfn-served-by" not in response.headers  # sent before anything served
+    assert usage_event(events)["provider"] == "anthropic"
