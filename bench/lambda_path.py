@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -21,13 +22,35 @@ BODY = {"messages": [{"role": "user", "content": " ".join(f"w{i}" for i in range
 ENV = {"STREAMFN_ECHO_DELAY_MS": "0", "STREAMFN_AUTH": "none", "STREAMFN_USAGE_RECORDS": "false"}
 
 
+LAYER = ROOT / "infra" / "layer" / "requirements.txt"
+LAYER_VENV = ROOT / ".tools" / "bench-layer"
+
+
+def layer_python() -> Path:
+    """A Python with only the packages the Lambda layer locks (the same versions, built for this
+    machine), so that cold starts import what Lambda would import and nothing of the dev tools
+    (uvicorn, rich), which would otherwise be picked up along the way."""
+    python = LAYER_VENV / "bin" / "python"
+    stamp = LAYER_VENV / ".installed"
+    if not stamp.exists() or stamp.read_text() != LAYER.read_text():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(LAYER_VENV)], check=True)
+        pins = [line.split()[0] for line in LAYER.read_text().splitlines() if "==" in line]
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *pins],
+            check=True,
+        )
+        stamp.write_text(LAYER.read_text())
+    return python
+
+
 def cold_start(bootstrap: Path | None = None) -> float:
     """Seconds from a request reaching the function URL with no environment running (so one
-    starts: a new runtime process) to its first body byte."""
+    starts: a new runtime process) to its first body byte. Both runtimes (streamfn's and the
+    minimal loop) run on the layer's packages."""
     from local.lambda_emulator import EmulatorThread
 
-    options = {"bootstrap": bootstrap} if bootstrap else {}
-    with EmulatorThread(env=ENV, **options) as fn:
+    options: dict[str, Any] = {"bootstrap": bootstrap} if bootstrap else {}
+    with EmulatorThread(env=ENV, python=layer_python(), **options) as fn:
         fn.call(fn.emulator.stop_runtime())
         body = {"messages": [{"role": "user", "content": "cold"}]}
         started = time.perf_counter()
@@ -43,7 +66,7 @@ def restore_start() -> float:
     work (keys read again, the app rebuilt) and the invocation, not the init."""
     from local.lambda_emulator import EmulatorThread
 
-    with EmulatorThread(env=ENV, snapstart=True) as fn:
+    with EmulatorThread(env=ENV, snapstart=True, python=layer_python()) as fn:
         deadline = time.monotonic() + 30
         while not any(c[1] == "restore-asked" for c in fn.record.calls):
             if time.monotonic() > deadline:

@@ -198,8 +198,12 @@ class Emulator:
         cors: UrlCors | None = None,
         snapstart: bool = False,
         concurrency: int = 10,
+        python: Path | None = None,
     ) -> None:
         self.env = dict(env or {})
+        # The interpreter the runtime runs on (its packages): this one's unless given, as a
+        # benchmark gives one with only the Lambda layer's packages.
+        self.python = python or Path(sys.executable)
         self.concurrency = concurrency
         self.cors = cors  # the URL's CORS settings; None: the function's headers pass as sent
         # SnapStart: the runtime starts with AWS_LAMBDA_INITIALIZATION_TYPE=snap-start, and its
@@ -259,7 +263,7 @@ class Emulator:
             "LAMBDA_TASK_ROOT": str(self.bootstrap.parent),
             "AWS_REGION": self.env.get("AWS_REGION", "us-east-1"),
             "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start" if self.snapstart else "on-demand",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": f"{self.python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         environment.child = await asyncio.create_subprocess_exec(
             str(self.bootstrap),
