@@ -1,0 +1,137 @@
+"""What the emulator knows of an invocation, an execution environment and what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+API = "/2018-06-01/runtime"
+PRELUDE_TYPE = "application/vnd.awslambda.http-integration-response"
+DELIMITER = b"\0" * 8
+ERROR_TYPE = "lambda-runtime-function-error-type"
+ERROR_BODY = "lambda-runtime-function-error-body"
+TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-www-form-urlencoded")
+
+
+@dataclass
+class Invocation:
+    request_id: str
+    event: dict[str, Any]
+    deadline_ms: int
+    # The X-Ray header Lambda passes on with active tracing: a root, a parent, sampled.
+    trace_id: str = field(
+        default_factory=lambda: (
+            f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};"
+            f"Parent={uuid.uuid4().hex[:16]};Sampled=1"
+        )
+    )
+    # What the runtime sent, for the HTTP client: ("prelude", dict), ("data", bytes),
+    # ("end", trailers), ("error", document).
+    outbox: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+    environment: Environment | None = None  # the one serving it
+
+
+@dataclass
+class Record:
+    """What happened, for tests: Runtime API calls in order, errors, trailers, violations."""
+
+    # (time.monotonic(), what, request id); "asked" is the runtime's GET .../next arriving,
+    # "next" that GET being answered with an invocation.
+    calls: list[tuple[float, str, str]] = field(default_factory=list)
+    invocation_errors: list[dict[str, Any]] = field(default_factory=list)
+    init_errors: list[dict[str, Any]] = field(default_factory=list)
+    restore_errors: list[dict[str, Any]] = field(default_factory=list)
+    trailers: dict[str, dict[str, str]] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+    runtime_starts: int = 0
+    throttled: int = 0  # requests answered 429: every environment busy at the concurrency limit
+    oversized: int = 0  # requests answered 413: an event over the 6 MB invocation payload
+    preflights: int = 0  # answered by the URL's CORS settings, without an invocation
+    logs: list[str] = field(default_factory=list)
+    trace_ids: dict[str, str] = field(default_factory=dict)  # request id -> X-Ray header
+
+
+@dataclass(eq=False)
+class Environment:
+    """One execution environment: a runtime process with a Runtime API of its own, serving one
+    invocation at a time."""
+
+    number: int
+    pending: asyncio.Queue[Invocation] = field(default_factory=asyncio.Queue)
+    server: asyncio.Server | None = None
+    port: int = 0
+    child: asyncio.subprocess.Process | None = None
+    busy: bool = False  # an invocation is assigned to it and not finished
+    gone: bool = False  # stopped, timed out or exited: never assigned again
+    restore: asyncio.Event = field(default_factory=asyncio.Event)  # SnapStart's restore signal
+    restored: bool = False
+    log_task: asyncio.Future[None] | None = None
+
+
+def function_url_event(
+    method: str,
+    path: str,
+    query: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    source_ip: str,
+    host: str,
+) -> dict[str, Any]:
+    """A function URL request event, payload format 2.0, as AWS builds it
+    (https://docs.aws.amazon.com/lambda/latest/dg/urls-invocation.html#urls-payloads)."""
+    joined: dict[str, str] = {}
+    cookies: list[str] = []
+    for raw_name, raw_value in headers:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name == "cookie":
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            continue
+        joined[name] = f"{joined[name]},{value}" if name in joined else value
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        params[key] = f"{params[key]},{value}" if key in params else value
+    content_type = joined.get("content-type", "")
+    try:
+        text = body.decode("utf-8")
+        is_text = not body or content_type.startswith(TEXT_TYPES)
+    except UnicodeDecodeError:
+        is_text = False
+    now = time.time()
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query.decode("latin-1"),
+        "headers": joined,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "localfunctionurl",
+            "domainName": host,
+            "domainPrefix": "localfunctionurl",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": joined.get("user-agent", ""),
+            },
+            "requestId": str(uuid.uuid4()),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": not is_text,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if params:
+        event["queryStringParameters"] = params
+    if body:
+        event["body"] = text if is_text else base64.b64encode(body).decode()
+    return event
