@@ -4,6 +4,7 @@ and per provider, and the per-token cost against uvicorn's.
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import subprocess
@@ -110,16 +111,17 @@ _IMPORT = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 def import_times(statement: str) -> dict[str, float]:
     """Milliseconds each package takes to import under `statement`, by `-X importtime` in a
-    fresh interpreter (median of three): the cumulative time of each place the package is
-    entered from another one, what it imports in turn included."""
+    fresh interpreter with the layer's packages (median of three): the cumulative time of each
+    place the package is entered from another one, what it imports in turn included."""
     runs: list[dict[str, float]] = []
     for _ in range(3):
         done = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", statement],
+            [str(layer_python()), "-X", "importtime", "-c", statement],
             capture_output=True,
             text=True,
             check=True,
             cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "functions")},
         )
         lines = [m for m in map(_IMPORT.match, done.stderr.splitlines()) if m]
         totals: dict[str, float] = {}

@@ -269,8 +269,9 @@ def write(rows: dict[str, Any], path: Path, picture: Path, quick: bool) -> None:
         "Cold starts are medians of 5, per-token costs of 7; the request waits in the emulator",
         "while the runtime starts, as a cold start's does.",
         "",
-        "Import time (ms, `-X importtime`, median of 3; each package's cumulative time where it",
-        "is first entered, so nested packages also count in their importer's):",
+        "Import time (ms, `-X importtime` on the layer's packages, median of 3; each package's",
+        "cumulative time where it is first entered, so nested packages also count in their",
+        "importer's):",
         "",
     ]
     for what, times in lam["imports_ms"].items():

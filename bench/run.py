@@ -139,7 +139,7 @@ async def concurrency(target: Target, figures: Figures, counts: list[int]) -> No
             target.raw(f"pace-{PACE}-{PACED_TOKENS}"),
             n,
             spread_s=min(2.0, n / 1000),
-            timeout_s=60,  # 15 times a stream's length: beyond that it counts as broken
+            timeout_s=120,  # 30 times a stream's length: beyond that it counts as broken
         )
         wall = time.perf_counter() - started
         probe = target.probe()

@@ -152,7 +152,7 @@ def create_app(
             chat,
             dialect=native.DIALECT,
             encode=native.events,
-            fallbacks=getattr(body, "fallbacks", ()),
+            fallbacks=body.fallbacks,
         )
 
     @app.post(
@@ -250,7 +250,9 @@ def create_app(
             provider=spec.name,
             model=model,
         )
-        return await pipeline.stream(request, spec, chat, dialect=aisdk.DIALECT, encode=encode)
+        return await pipeline.stream(
+            request, spec, chat, dialect=aisdk.DIALECT, encode=encode, fallbacks=body.fallbacks
+        )
 
     @app.post("/chat/stream/token", tags=["streamfn"], responses=UNAUTHORIZED)
     async def stream_token(query: ChatQuery, request: Request) -> dict[str, Any]:

@@ -214,3 +214,24 @@ async def test_after_an_early_commit_a_failure_is_an_error_event_and_fallbacks_s
     assert text_of(events) == "rescued"
     assert "x-streamfn-served-by" not in response.headers  # sent before anything served
     assert usage_event(events)["provider"] == "anthropic"
+
+
+async def test_the_ai_sdk_stream_names_the_fallback_that_answered(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    with (
+        Upstream(ERROR_503) as openai,
+        Upstream(Reply(body=w.anthropic_stream(["ui"]))) as anthropic,
+    ):
+        url = serve(app_for(openai, anthropic))
+        body = {
+            "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+            "fallbacks": ["anthropic"],
+        }
+        response, events = await stream(client, f"{url}/api/chat", body)
+    parts = [json.loads(e.data) for e in events if e.data != "[DONE]"]
+    assert "".join(p["delta"] for p in parts if p["type"] == "text-delta") == "ui"
+    [finish] = [p for p in parts if p["type"] == "finish"]
+    assert finish["messageMetadata"]["provider"] == "anthropic"
+    assert finish["messageMetadata"]["model"] == "claude-haiku-4-5"
+    assert response.headers["x-streamfn-served-by"] == "anthropic/claude-haiku-4-5"

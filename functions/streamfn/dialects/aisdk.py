@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -111,6 +111,9 @@ class ChatBody(BaseModel):
     tools: list[ToolIn] | None = Field(default=None, max_length=128)
     tool_choice: Literal["auto", "none", "required"] | NamedToolIn | None = None
     reasoning: ReasoningOptionIn | None = None
+    fallbacks: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default=[], max_length=5, description="provider/model alternatives, as /chat/stream's"
+    )
 
     def response_message_id(self, fallback: str) -> str:
         """The id of the assistant message the stream writes: the last message's when it is an
@@ -307,14 +310,17 @@ class PartEncoder:
                         input=parsed,
                     )
                 )
-            case Finish(reason=reason, usage=usage):
+            case Finish(reason=reason, usage=usage, served_by=served_by):
                 out += self._close()
+                metadata = dict(self._metadata)
+                if served_by:  # what answered: the provider asked for, or a fallback
+                    metadata["provider"], _, metadata["model"] = served_by.partition("/")
                 out += [
                     self._part(type="finish-step"),
                     self._part(
                         type="finish",
                         finishReason=_FINISH[reason],
-                        messageMetadata={**self._metadata, "usage": _usage(usage)},
+                        messageMetadata={**metadata, "usage": _usage(usage)},
                     ),
                     DONE,
                 ]
