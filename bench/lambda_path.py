@@ -53,12 +53,7 @@ def cold_start(bootstrap: Path | None = None) -> float:
     options: dict[str, Any] = {"bootstrap": bootstrap} if bootstrap else {}
     with EmulatorThread(env=ENV, python=layer_python(), **options) as fn:
         fn.call(fn.emulator.stop_runtime())
-        body = {"messages": [{"role": "user", "content": "cold"}]}
-        started = time.perf_counter()
-        with httpx.stream("POST", f"{fn.url}/chat/stream", json=body, timeout=60) as r:
-            for _ in r.iter_bytes():
-                return time.perf_counter() - started
-    raise RuntimeError("no body")
+        return _first_byte(fn.url, "cold")
 
 
 def restore_start() -> float:
@@ -68,17 +63,18 @@ def restore_start() -> float:
     from local.lambda_emulator import EmulatorThread
 
     with EmulatorThread(env=ENV, snapstart=True, python=layer_python()) as fn:
-        deadline = time.monotonic() + 30
-        while not any(c[1] == "restore-asked" for c in fn.record.calls):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the runtime never reached the snapshot point")
-            time.sleep(0.01)
+        fn.wait_for("restore-asked", timeout_s=30)
         time.sleep(0.2)
-        body = {"messages": [{"role": "user", "content": "restored"}]}
-        started = time.perf_counter()
-        with httpx.stream("POST", f"{fn.url}/chat/stream", json=body, timeout=60) as r:
-            for _ in r.iter_bytes():
-                return time.perf_counter() - started
+        return _first_byte(fn.url, "restored")
+
+
+def _first_byte(url: str, prompt: str) -> float:
+    """Seconds from posting `prompt` to the first body byte of the answer."""
+    body = {"messages": [{"role": "user", "content": prompt}]}
+    started = time.perf_counter()
+    with httpx.stream("POST", f"{url}/chat/stream", json=body, timeout=60) as response:
+        for _ in response.iter_bytes():
+            return time.perf_counter() - started
     raise RuntimeError("no body")
 
 

@@ -365,6 +365,14 @@ class EmulatorThread:
     def record(self) -> Record:
         return self.emulator.record
 
+    def wait_for(self, call: str, count: int = 1, timeout_s: float = 20) -> None:
+        """Until the runtimes have made `call` (a `Record.calls` name) `count` times."""
+        deadline = time.monotonic() + timeout_s
+        while sum(c[1] == call for c in self.record.calls) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the runtime made {call} fewer than {count} times")
+            time.sleep(0.01)
+
     def call(self, coroutine: Any, timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 

@@ -44,12 +44,11 @@ def _stack_output(stack: str, key: str) -> str:
     raise SystemExit(f"stack {stack} has no output {key}")
 
 
-def usage(db: Path, days: int | None, table: str | None = None) -> int:
+def usage(db: Path, days: int | None, table: str | None = None, retention_days: int = 90) -> int:
     if table:
         # A deployed stack's table: one query of its day index per day, never a scan.
-        settings = Settings()
-        store = DynamoDBUsageStore(table, ttl_days=settings.usage_ttl_days)
-        totals = store.totals(days or settings.usage_ttl_days)
+        store = DynamoDBUsageStore(table, ttl_days=retention_days)
+        totals = store.totals(days or retention_days)
     else:
         if not db.exists():
             sys.stderr.write(f"no usage records yet: {db} does not exist\n")
@@ -189,10 +188,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "keys":
         sys.exit(asyncio.run(_keys(args)))
+    settings = Settings()
     table = args.table or (args.stack and _stack_output(args.stack, "UsageTableName"))
     if not table and args.db is None:
-        table = Settings().usage_table
-    sys.exit(usage(args.db or Settings().usage_db, args.days, table))
+        table = settings.usage_table
+    sys.exit(usage(args.db or settings.usage_db, args.days, table, settings.usage_ttl_days))
 
 
 if __name__ == "__main__":

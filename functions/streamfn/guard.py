@@ -56,9 +56,8 @@ async def guard(
                 try:
                     chunk = await anext(stream)
                 except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if not watchdog.fired or task is None or task.uncancel() > 0:
-                        raise  # not (only) ours: the client left, or the server stops
+                    if not watchdog.owns_cancellation():
+                        raise
                     if watchdog.asked_at + gap > ends_at:
                         message = ending
                     else:

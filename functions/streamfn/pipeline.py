@@ -149,14 +149,21 @@ class Pipeline:
             raise Refused(400, "bad_request", exc.message, exc.param) from None
         return chat
 
+    @staticmethod
+    def _key_allows(request: Request, provider: str, model: str) -> bool:
+        """Whether the caller's API key may use `provider/model` (`keys create --models`);
+        a key without such a list, or no key, may use any."""
+        admitted = request.scope.get("streamfn.identity")
+        patterns = admitted.limits.get("models") if admitted is not None else None
+        return not patterns or any(fnmatchcase(f"{provider}/{model}", p) for p in patterns)
+
     async def _lease(self, request: Request, tally: Tally) -> None:
         """Hold the caller's limits for this request; `Refused` with a 429 when one is reached,
         and with a 403 for a model a key is not allowed."""
-        admitted = request.scope.get("streamfn.identity")
-        patterns = admitted.limits.get("models") if admitted is not None else None
-        model = f"{tally.provider}/{tally.request.model}"
-        if patterns and not any(fnmatchcase(model, p) for p in patterns):
+        if not self._key_allows(request, tally.provider, tally.request.model):
+            model = f"{tally.provider}/{tally.request.model}"
             raise Refused(403, "forbidden", f"this API key may not use {model}", "model")
+        admitted = request.scope.get("streamfn.identity")
         quota = self.quota.overridden(admitted.limits) if admitted is not None else self.quota
         if quota.unlimited:
             return
@@ -184,18 +191,16 @@ class Pipeline:
         """`spec` with `chat`, then each fallback that exists, is allowed here and for the
         caller's key, and can take this request (the others are skipped, and logged)."""
         out = [(spec, chat)]
-        admitted = request.scope.get("streamfn.identity")
-        patterns = admitted.limits.get("models") if admitted is not None else None
-        names = candidate_names(fallbacks, self.settings.fallbacks, spec.name, chat.model)
-        for name in names:
+        for name in candidate_names(fallbacks, self.settings.fallbacks, spec.name, chat.model):
             try:
                 other, model = self.route(name)
-                if patterns and not any(fnmatchcase(f"{other.name}/{model}", p) for p in patterns):
-                    raise Refused(403, "forbidden", "this API key may not use it", "model")
                 moved = replace(chat, model=model)
                 other.capabilities.check(moved, other.name)
             except (Refused, InvalidContent) as exc:
-                logger.info("fallback %s skipped: %s", name, getattr(exc, "message", exc))
+                logger.info("fallback %s skipped: %s", name, exc.message)
+                continue
+            if not self._key_allows(request, other.name, model):
+                logger.info("fallback %s skipped: the caller's key may not use it", name)
                 continue
             out.append((other, moved))
         return out

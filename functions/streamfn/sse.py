@@ -1,9 +1,11 @@
 """SSE framing: the one place that turns events into `text/event-stream` bytes.
 
-Built on sse-starlette, which writes multi-line data as one `data:` line per line, sends keepalive
-comments under a lock so they never interleave with an event, and stops on client disconnect.
-What it adds: a monotonic `id` on every event, a `retry` hint on the first, and closing the event
-source however the response ends.
+Built on sse-starlette, which sends keepalive comments under a lock so they never interleave
+with an event and stops on client disconnect. What it adds: the encoding (one `data:` line per
+line of data, as sse-starlette's `ServerSentEvent` writes it, in one call per event), a
+monotonic `id` on every event, a `retry` hint on the first, the events that are ready joined
+into one write, a write timeout on one timer, and closing the event source however the
+response ends.
 
 SSE cannot carry a carriage return in data: a WHATWG parser ends a line at CR, LF or CRLF and
 joins data lines with LF (https://html.spec.whatwg.org/multipage/server-sent-events.html
@@ -136,8 +138,7 @@ class _Stream(EventSourceResponse):
         try:
             await send(message)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if watchdog.fired and task is not None and task.uncancel() == 0:
+            if watchdog.owns_cancellation():
                 raise SendTimeoutError() from None
             raise
         finally:

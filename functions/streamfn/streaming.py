@@ -40,6 +40,15 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
+async def _cancel(work: asyncio.Future[T]) -> None:
+    """Cancel `work` if it is still going, and wait until it has taken the cancellation (its
+    `finally` blocks, closing upstream requests, have run)."""
+    if not work.done():
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+
+
 async def _until_disconnect(work: asyncio.Future[T], receive: Receive) -> T | None:
     """`work`'s result, or None if the client left first (then `work` is cancelled, and the
     cancellation reaches the provider's generator so that its `finally` runs now)."""
@@ -48,10 +57,7 @@ async def _until_disconnect(work: asyncio.Future[T], receive: Receive) -> T | No
         await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
     finally:
         gone.cancel()
-        if not work.done():
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
+        await _cancel(work)
     return work.result() if not work.cancelled() else None
 
 
@@ -79,10 +85,7 @@ async def _events(
             for event in encode(chunk):
                 yield event
     finally:
-        if not first.done():  # the client left while the first chunk was awaited
-            first.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await first
+        await _cancel(first)  # the client left while the first chunk was awaited
         await chunks.aclose()
 
 
@@ -116,9 +119,7 @@ async def stream_response(
         asyncio.ensure_future(_within(first, early_commit_s)), request.receive
     )
     if came is None:
-        first.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await first
+        await _cancel(first)
         await chunks.aclose()
         logger.info("client left before the first token")
         return Response(status_code=CLIENT_LEFT)

@@ -47,6 +47,13 @@ class Watchdog:
             return
         self.handle = self.loop.call_at(due, self._check)
 
+    def owns_cancellation(self) -> bool:
+        """Whether the cancellation the current task is handling is this watchdog's alone; if
+        so it is withdrawn (`uncancel`), as `asyncio.timeout` does, and the caller turns it into
+        its timeout. False: someone else's too (the client left, the server stops): re-raise."""
+        task = asyncio.current_task()
+        return self.fired and task is not None and task.uncancel() == 0
+
     def done(self) -> None:
         """The wait is over (it ended, failed or was cancelled)."""
         self.waiter = None

@@ -6,7 +6,6 @@ call to it as a violation)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 
@@ -18,13 +17,6 @@ from tests.fakes.wire import openai_stream
 
 Start = Callable[..., EmulatorThread]
 APP = "tests.awslambda.snapstart_app:create_app"
-
-
-def wait_for(fn: EmulatorThread, call: str, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not any(c[1] == call for c in fn.record.calls):
-        assert time.monotonic() < deadline, f"the runtime never made {call}"
-        time.sleep(0.02)
 
 
 def lines(fn: EmulatorThread, *wanted: str) -> list[str]:
@@ -48,7 +40,7 @@ def test_hooks_run_around_the_snapshot_and_the_restored_app_serves(
             **moto.env,
         )
         # Initialized and parked at the snapshot point: nothing restored, nothing invoked.
-        wait_for(fn, "restore-asked")
+        fn.wait_for("restore-asked")
         assert [c[1] for c in fn.record.calls] == ["restore-asked"]
         # The key rotates while the snapshot sits in the cache.
         ssm.put_parameter(Name=parameter, Value=new_key, Type="SecureString", Overwrite=True)
@@ -80,7 +72,7 @@ def test_hooks_run_around_the_snapshot_and_the_restored_app_serves(
 
 def test_a_failing_after_restore_hook_reaches_restore_error(emulator: Start) -> None:
     fn = emulator(snapstart=True, STREAMFN_LAMBDA_APP=APP, FAIL_AFTER_RESTORE="1")
-    wait_for(fn, "restore-asked")
+    fn.wait_for("restore-asked")
     response, _ = sse(f"{fn.url}/chat/stream", chat("hi"))
     assert response.status_code == 502
     [error] = fn.record.restore_errors

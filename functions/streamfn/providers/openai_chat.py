@@ -84,19 +84,17 @@ class OpenAIChatProvider:
             return upstream.timed_out(self.name)
         if isinstance(exc, openai.APIConnectionError):
             return upstream.unreachable(self.name, "the connection failed or broke")
-        body = exc.body if isinstance(exc, openai.APIError) else None
-        detail = body.get("message") if isinstance(body, dict) else body
-        detail = upstream.redact(str(detail or ""), [self._api_key])
         if isinstance(exc, openai.APIStatusError):
+            body = exc.body
+            detail = body.get("message") if isinstance(body, dict) else body
             return upstream.error_for_status(
                 self.name,
                 exc.status_code,
-                detail,
+                upstream.redact(str(detail or ""), [self._api_key]),
                 retry_after_s=upstream.retry_after(exc.response.headers),
             )
-        if isinstance(exc, openai.APIError):
-            # An `error` object inside the stream, after a 200.
-            return upstream.unreachable(self.name, f"error mid-stream: {detail}")
+        if isinstance(exc, openai.APIError):  # an `error` object after a 200, as the SDK read it
+            return self._mid_stream(exc.body)
         return upstream.malformed(self.name, type(exc).__name__)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
@@ -104,8 +102,8 @@ class OpenAIChatProvider:
         tools = [_tool(t) for t in request.tools]
         effort = request.reasoning.effort if request.reasoning else None
         try:
-            # The SDK builds the request, retries, and raises its errors for a failed status;
-            # the body is read raw (providers.sse_reader says why).
+            # The SDK builds the request and raises its errors for a failed status (retries are
+            # streamfn.resilience's); the body is read raw (providers.sse_reader says why).
             opened = self._completions.with_streaming_response.create(
                 model=request.model,
                 messages=cast(
@@ -187,8 +185,9 @@ class OpenAIChatProvider:
         yield Finish(finish, usage)
 
     def _mid_stream(self, error: Any) -> StreamChunk:
+        """An `error` object inside the stream, after a 200."""
         message = error.get("message") if isinstance(error, dict) else None
-        detail = upstream.redact(str(message or error), [self._api_key])
+        detail = upstream.redact(str(message or error or ""), [self._api_key])
         return upstream.unreachable(self.name, f"error mid-stream: {detail}")
 
     def _message(self, message: Message) -> dict[str, Any]:
