@@ -72,8 +72,10 @@ def stream_check(client: httpx.Client, url: str, key: str | None) -> list[Check]
         )
     )
     ids = [e.id for e in events]
+    stream = ids[0].rpartition(":")[0] if ids else ""
     framed = (
-        ids == [str(i) for i in range(1, len(events) + 1)]
+        bool(stream)
+        and ids == [f"{stream}:{n}" for n in range(1, len(events) + 1)]
         and events[0].retry is not None
         and names[-2:] == ["usage", "done"]
     )
@@ -81,7 +83,7 @@ def stream_check(client: httpx.Client, url: str, key: str | None) -> list[Check]
         Check(
             "event framing",
             framed,
-            "ids 1..n, a retry hint first, usage then done last"
+            "ids <stream>:1..n, a retry hint first, usage then done last"
             if framed
             else f"ids {ids[:3]}..., events {names[:3]}...{names[-2:]}",
         )

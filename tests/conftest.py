@@ -22,9 +22,10 @@ _SCRATCH = Path(tempfile.mkdtemp(prefix="streamfn-tests-"))
 
 
 def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001
-    # Apps built with default settings keep usage records in a file under the user's home; the
-    # tests' records (servers started in subprocesses too) go to a throwaway directory instead.
+    # Apps built with default settings keep usage records and stream logs in files under the
+    # user's home; the tests' (servers started in subprocesses too) go to a throwaway directory.
     os.environ["STREAMFN_USAGE_DB"] = str(_SCRATCH / "usage.sqlite3")
+    os.environ["STREAMFN_STREAMS_DB"] = str(_SCRATCH / "streams.sqlite3")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:  # noqa: ARG001

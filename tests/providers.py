@@ -37,12 +37,14 @@ class Observed:
     """Wraps a provider and records, from the server's side, what its streams did."""
 
     inner: Provider
+    opened: int = 0  # streams asked for: each one an upstream request paid for
     yielded: int = 0
     closed: threading.Event = field(default_factory=threading.Event)
     closed_at: float | None = None
     provider_closed: bool = False
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        self.opened += 1
         try:
             async for chunk in self.inner.stream(request):
                 self.yielded += 1

@@ -27,13 +27,18 @@ async def read_events(response: httpx.Response) -> list[Received]:
 
 
 async def stream(
-    client: httpx.AsyncClient, url: str, body: dict[str, Any] | None = None, **params: Any
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    **params: Any,
 ) -> tuple[httpx.Response, list[Received]]:
     """POST `body` (or GET with `params`) and read every event until the stream ends."""
     request = (
-        client.build_request("POST", url, json=body)
+        client.build_request("POST", url, json=body, headers=headers)
         if body is not None
-        else client.build_request("GET", url, params=params or None)
+        else client.build_request("GET", url, params=params or None, headers=headers)
     )
     response = await client.send(request, stream=True)
     try:

@@ -59,6 +59,12 @@ def identity(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+def owner(request: Request) -> str:
+    """Who may resume a stream `request` starts, or whose stream it may resume: its caller's
+    `identity`, "anonymous" when there is none."""
+    return identity(request) or "anonymous"
+
+
 class Accountant:
     """Settles each request: telemetry at once, then the record into the store."""
 

@@ -20,7 +20,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from streamfn import __version__
-from streamfn.accounting import Accountant, request_id
+from streamfn.accounting import Accountant, owner, request_id
 from streamfn.auth import AuthMiddleware, open_gate
 from streamfn.dialects import Dialect, aisdk, native, openai
 from streamfn.dialects.native import ChatBody, ChatQuery
@@ -30,6 +30,9 @@ from streamfn.openapi import UNAUTHORIZED, OptionsAllow, responses
 from streamfn.pipeline import Pipeline, Refused
 from streamfn.providers import ProviderRegistry, ProviderSpec
 from streamfn.providers.registry import builtin_specs, default_provider, unreachable
+from streamfn.resume import open_log, position
+from streamfn.resume.http import NotResumable, find, resume_response
+from streamfn.resume.live import Streams
 from streamfn.settings import Settings
 from streamfn.stores import open_store
 from streamfn.streaming import Completion
@@ -63,8 +66,9 @@ def _refusal(
 
 
 def _spends(path: str) -> bool:
-    """The routes that reach a provider (and /v1/models, as OpenAI's API asks a key for it)."""
-    return path in ("/chat/stream", "/chat/stream/token", "/api/chat") or path.startswith("/v1/")
+    """The routes that reach a provider or a caller's streams (and /v1/models, as OpenAI's API
+    asks a key for it)."""
+    return path.startswith(("/chat/stream", "/api/chat", "/v1/"))
 
 
 async def on_invalid_body(request: Request, exc: Exception) -> Response:
@@ -97,6 +101,11 @@ def create_app(
     registry = ProviderRegistry(specs, default=default_provider(settings, specs))
     accountant = Accountant(settings, usage_store or open_store(settings))
     gate = open_gate(settings)
+    streams = Streams(
+        open_log(settings),
+        grace_s=settings.resume_grace_s,
+        timeout_s=settings.usage_write_timeout_s,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -108,6 +117,7 @@ def create_app(
                 await registry.aclose()
             finally:
                 try:
+                    await streams.aclose()
                     await accountant.aclose()
                 finally:
                     await gate.aclose()
@@ -135,10 +145,25 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["content-type", "authorization", "x-api-key", "last-event-id"],
-            expose_headers=["x-request-id", "x-streamfn-served-by"],
+            expose_headers=["x-request-id", "x-streamfn-served-by", "x-stream-id"],
         )
 
-    pipeline = Pipeline(settings, registry, accountant)
+    pipeline = Pipeline(settings, registry, accountant, streams)
+
+    async def resume(request: Request, id: str, after: int, dialect: Dialect) -> Response:
+        try:
+            head = await find(streams, request, id)
+        except NotResumable as exc:
+            return exc.response(dialect)
+        return await resume_response(
+            streams,
+            head,
+            after,
+            dialect=dialect,
+            retry_ms=settings.retry_ms,
+            keepalive_s=settings.keepalive_s,
+            write_timeout_s=settings.write_timeout_s,
+        )
 
     async def native_chat(body: ChatBody, request: Request) -> Response:
         try:
@@ -153,6 +178,7 @@ def create_app(
             dialect=native.DIALECT,
             encode=native.events,
             fallbacks=body.fallbacks,
+            stream_id=body.stream_id,
         )
 
     @app.post(
@@ -170,18 +196,64 @@ def create_app(
         response_class=Response,
         responses={
             **responses(stream="text/event-stream"),
-            204: {"description": "An EventSource reconnecting (Last-Event-ID): stop"},
+            204: {"description": "An EventSource reconnecting after the end: stop"},
         },
         tags=["streamfn"],
     )
     async def chat_stream_get(query: Annotated[ChatQuery, Query()], request: Request) -> Response:
-        """The same stream for `EventSource`, which can only GET."""
-        if "last-event-id" in request.headers:
-            # EventSource reconnects after every stream ends, sending the last id it saw. A
-            # generation cannot be resumed and must not be paid for twice: 204 tells
-            # EventSource to stop reconnecting (WHATWG HTML, "event stream interpretation").
+        """The same stream for `EventSource`, which can only GET. EventSource reconnects on
+        its own with the last id it saw (`<stream>:<n>`): that resumes the stream."""
+        last = request.headers.get("last-event-id")
+        id, after = position(last)
+        id = id or query.stream_id
+        admitted = request.scope.get("streamfn.identity")
+        if id is not None and (last is not None or await streams.head(id) is not None):
+            return await resume(request, id, after, native.DIALECT)
+        if last is not None or (admitted is not None and admitted.resume_only):
+            # Nothing it names can be resumed, and a generation must not be paid for twice:
+            # 204 tells EventSource to stop reconnecting (WHATWG HTML, "event stream
+            # interpretation").
             return Response(status_code=204)
         return await native_chat(query.to_body(), request)
+
+    @app.get(
+        "/chat/stream/{id}",
+        response_class=Response,
+        responses={
+            **responses(stream="text/event-stream"),
+            204: {"description": "Nothing left to send: the stream ended before that event"},
+            403: {"description": "The stream was started by another caller"},
+            404: {"description": "No such stream (or older than STREAMFN_RESUME_TTL_S)"},
+        },
+        tags=["streamfn"],
+    )
+    async def chat_stream_resume(
+        id: str, request: Request, after: Annotated[int | None, Query(ge=0)] = None
+    ) -> Response:
+        """Resume stream `id` (the `X-Stream-Id` of its response): the events after
+        `Last-Event-ID` (or `?after=N`; none: from the start), then the rest live."""
+        _, at = position(request.headers.get("last-event-id"), str(after or 0))
+        return await resume(request, id, at, native.DIALECT)
+
+    @app.post(
+        "/chat/stream/{id}/stop",
+        status_code=202,
+        responses={
+            **UNAUTHORIZED,
+            403: {"description": "The stream was started by another caller"},
+            404: {"description": "No such stream (or older than STREAMFN_RESUME_TTL_S)"},
+        },
+        tags=["streamfn"],
+    )
+    async def chat_stream_stop(id: str, request: Request) -> Response:
+        """End stream `id` now: its upstream request is cancelled, and its readers get a last
+        `error` event of type `stopped`. (Leaving no longer does, with resume on.)"""
+        try:
+            head = await find(streams, request, id)
+        except NotResumable as exc:
+            return exc.response(native.DIALECT)
+        await streams.stop(head)
+        return JSONResponse({"id": id, "stopping": True}, status_code=202)
 
     @app.post(
         "/v1/chat/completions",
@@ -251,8 +323,38 @@ def create_app(
             model=model,
         )
         return await pipeline.stream(
-            request, spec, chat, dialect=aisdk.DIALECT, encode=encode, fallbacks=body.fallbacks
+            request,
+            spec,
+            chat,
+            dialect=aisdk.DIALECT,
+            encode=encode,
+            fallbacks=body.fallbacks,
+            chat_id=body.id,
         )
+
+    @app.get(
+        "/api/chat/{chat_id}/stream",
+        response_class=Response,
+        responses={
+            **responses(stream="text/event-stream"),
+            204: {"description": "No stream of this chat is running"},
+        },
+        tags=["Vercel AI SDK"],
+    )
+    async def aisdk_resume(chat_id: str, request: Request) -> Response:
+        """The AI SDK's `resumeStream()` (`useChat({ resume: true })`): the chat's running
+        stream, replayed whole from its `start` (same `messageId`), then live; 204 when none
+        is running."""
+        id = await streams.latest(owner(request), chat_id)
+        if id is None:
+            return Response(status_code=204)
+        try:
+            head = await find(streams, request, id)
+        except NotResumable:
+            return Response(status_code=204)  # expired meanwhile
+        if not await streams.running(head):
+            return Response(status_code=204)  # it ended: the client has (or had) the message
+        return await resume(request, id, 0, aisdk.DIALECT)
 
     @app.post("/chat/stream/token", tags=["streamfn"], responses=UNAUTHORIZED)
     async def stream_token(query: ChatQuery, request: Request) -> dict[str, Any]:

@@ -32,6 +32,8 @@ ErrorType: TypeAlias = Literal[
     "upstream_unavailable",  # connection refused or reset, 5xx
     "upstream_error",  # the upstream broke its protocol: malformed or truncated stream
     "internal",  # a bug in streamfn; logged with its traceback
+    "stopped",  # ended on purpose (POST /chat/stream/{id}/stop)
+    "abandoned",  # no client came back within the resume grace period
 ]
 
 

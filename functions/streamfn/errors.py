@@ -54,6 +54,10 @@ def status_for(error: StreamError) -> int:
             return 502
         case "internal":
             return 500
+        case "stopped":  # by another request, before the first token
+            return 409
+        case "abandoned":  # nobody is there to read it; for the usage record
+            return 499
         case _:
             assert_never(error.type)
 

@@ -18,7 +18,7 @@ from fnmatch import fnmatchcase
 from starlette.requests import Request
 from starlette.responses import Response
 
-from streamfn.accounting import Accountant, Accounted, identity, request_id
+from streamfn.accounting import Accountant, Accounted, identity, owner, request_id
 from streamfn.chunks import StreamChunk, Usage
 from streamfn.content import InvalidContent
 from streamfn.dialects import Dialect, Encode
@@ -27,6 +27,8 @@ from streamfn.providers import ProviderRegistry, ProviderSpec, UnknownProviderEr
 from streamfn.quotas import Exceeded, Quota, Quotas, Unavailable, from_settings
 from streamfn.request import ChatRequest, Limits, check
 from streamfn.resilience import RetryPolicy, candidate_names, first_success
+from streamfn.resume import Head
+from streamfn.resume.live import Streams
 from streamfn.settings import Settings
 from streamfn.streaming import Completion, complete_response, stream_response
 from streamfn.usage import Tally
@@ -79,11 +81,16 @@ def _deadline(request: Request, margin_s: float) -> float | None:
 
 class Pipeline:
     def __init__(
-        self, settings: Settings, registry: ProviderRegistry, accountant: Accountant
+        self,
+        settings: Settings,
+        registry: ProviderRegistry,
+        accountant: Accountant,
+        streams: Streams,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.accountant = accountant
+        self.streams = streams
         self.quotas: Quotas = from_settings(settings)
         self.quota = Quota(
             settings.requests_per_minute, settings.concurrent_streams, settings.tokens_per_day
@@ -246,24 +253,49 @@ class Pipeline:
         dialect: Dialect,
         encode: Encode,
         fallbacks: Sequence[str] = (),
+        stream_id: str | None = None,
+        chat_id: str | None = None,
     ) -> Response:
         """`chat`'s answer from `spec`'s provider (or a fallback's), streamed as `encode`'s
-        events."""
+        events: resumable by its caller as stream `stream_id` (by default the request's id),
+        and as the AI SDK chat `chat_id`'s latest."""
         try:
+            head = await self._head(request, stream_id, chat_id)
             tally, chunks = await self._start(request, spec, chat, fallbacks)
         except Refused as exc:
             return exc.response(dialect)
         response = await stream_response(
-            chunks,
+            self.streams.start(head, chunks, encode),
             request,
             dialect=dialect,
-            encode=encode,
             retry_ms=self.settings.retry_ms,
             keepalive_s=self.settings.keepalive_s,
             write_timeout_s=self.settings.write_timeout_s,
             early_commit_s=self.settings.early_commit_s,
         )
         return Accounted(response, tally, self.accountant)
+
+    async def _head(self, request: Request, stream_id: str | None, chat_id: str | None) -> Head:
+        """A new stream's head; `Refused` (409) for a `stream_id` already taken."""
+        if stream_id is not None and await self.streams.head(stream_id) is not None:
+            raise Refused(
+                409,
+                "conflict",
+                f"stream {stream_id} exists: resume it with GET /chat/stream/{stream_id}, or "
+                "start a new stream with a new id",
+                "stream_id",
+            )
+        settings = self.settings
+        now = time.time()
+        # By then it has ended: its total timeout, a grace period, and time to write its end.
+        ends_by = now + settings.total_timeout_s + settings.resume_grace_s + 60
+        return Head(
+            id=stream_id or request_id(request),
+            owner=owner(request),
+            chat=chat_id,
+            started_at=now,
+            ends_by=min(ends_by, _deadline(request, 0) or ends_by),
+        )
 
     async def complete(
         self,

@@ -106,6 +106,30 @@ class Settings(BaseSettings):
         "proxies that cut idle connections); a later failure is then an error event, not an "
         "HTTP status. Unset: the status waits for the first token.",
     )
+    resume: bool = Field(
+        default=True,
+        description="Keep every stream's events in a log so that a client that lost its "
+        "connection can resume it (GET /chat/stream/{id}); false: a disconnect cancels the "
+        "stream at once.",
+    )
+    resume_grace_s: float = Field(
+        default=20,
+        ge=0,
+        description="How long a stream goes on after its client left, waiting for it to "
+        "resume, before the upstream request is cancelled.",
+    )
+    resume_ttl_s: int = Field(
+        default=3600, ge=60, description="How long a stream's events are kept for resuming."
+    )
+    streams_db: Path = Field(
+        default_factory=lambda: _data_dir() / "streams.sqlite3",
+        description="SQLite file of the stream log when no DynamoDB table is set.",
+    )
+    streams_table: str | None = Field(
+        default=None,
+        description="DynamoDB table of the stream log, read by every Lambda environment (the "
+        "SAM template sets it).",
+    )
     retry_ms: int = Field(
         default=3000, ge=0, description="Reconnect delay hinted to EventSource on the first event."
     )

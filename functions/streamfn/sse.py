@@ -2,10 +2,10 @@
 
 Built on sse-starlette, which sends keepalive comments under a lock so they never interleave
 with an event and stops on client disconnect. What it adds: the encoding (one `data:` line per
-line of data, as sse-starlette's `ServerSentEvent` writes it, in one call per event), a
-monotonic `id` on every event, a `retry` hint on the first, the events that are ready joined
-into one write, a write timeout on one timer, and closing the event source however the
-response ends.
+line of data, as sse-starlette's `ServerSentEvent` writes it, in one call per event), an `id`
+on every event naming its stream and its number, a `retry` hint on the first, the events that
+are ready joined into one write, a write timeout on one timer, and closing the event source
+however the response ends.
 
 SSE cannot carry a carriage return in data: a WHATWG parser ends a line at CR, LF or CRLF and
 joins data lines with LF (https://html.spec.whatwg.org/multipage/server-sent-events.html
@@ -47,7 +47,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _LINES = re.compile("\r\n|\r|\n")
 
 
-def encode(event: Event, *, id: int, retry_ms: int | None = None) -> bytes:
+def encode(event: Event, *, id: str, retry_ms: int | None = None) -> bytes:
     """The bytes of one event: `id`, `event`, one `data` line per line of data, `retry`; the
     field order and spelling of sse-starlette's `ServerSentEvent`, written here in one format
     call because this runs once per token."""
@@ -66,8 +66,11 @@ def encode(event: Event, *, id: int, retry_ms: int | None = None) -> bytes:
         return (_SURROGATE.sub("\ufffd", text) + "\n").encode()
 
 
-async def _framed(events: AsyncGenerator[Event, None], retry_ms: int) -> AsyncIterator[bytes]:
-    """The events' bytes, the events that are ready joined into one write.
+async def _framed(
+    events: AsyncGenerator[tuple[int, Event], None], stream: str, retry_ms: int
+) -> AsyncIterator[bytes]:
+    """The events' bytes, numbered events framed with the id `<stream>:<n>`, the events that
+    are ready joined into one write.
 
     A task of its own reads `events` into a buffer while the response's task writes what has
     been buffered: when the reader (or the network) is slower than the provider, everything
@@ -79,11 +82,11 @@ async def _framed(events: AsyncGenerator[Event, None], retry_ms: int) -> AsyncIt
 
     async def read() -> None:
         nonlocal wake
-        seq = 0
+        retry: int | None = retry_ms  # on the first event of each response
         try:
-            async for event in events:
-                seq += 1
-                buffered.append(encode(event, id=seq, retry_ms=retry_ms if seq == 1 else None))
+            async for seq, event in events:
+                buffered.append(encode(event, id=f"{stream}:{seq}", retry_ms=retry))
+                retry = None
                 if wake is not None and not wake.done():
                     wake.set_result(None)
         finally:
@@ -146,16 +149,17 @@ class _Stream(EventSourceResponse):
 
 
 def event_stream(
-    events: AsyncGenerator[Event, None],
+    events: AsyncGenerator[tuple[int, Event], None],
     *,
+    stream: str,
     retry_ms: int,
     keepalive_s: float,
     write_timeout_s: float | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> EventSourceResponse:
-    """A streaming response that frames `events` as they are produced."""
+    """A streaming response that frames `stream`'s numbered `events` as they are produced."""
     return _Stream(
-        _framed(events, retry_ms),
+        _framed(events, stream, retry_ms),
         headers={**HEADERS, **(headers or {})},
         ping=keepalive_s,
         ping_message_factory=_keepalive,

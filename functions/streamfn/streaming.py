@@ -1,5 +1,5 @@
-"""One chat's response: the guarded chunk stream held until its first chunk, then streamed as a
-dialect's events (or, for clients that asked for one JSON answer, collected whole)."""
+"""One chat's response: its stream's producer waited on until the first chunk, then followed
+as the dialect's events (or, for clients that asked for one JSON answer, collected whole)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive
+from starlette.types import Receive, Scope, Send
 
 from streamfn.chunks import (
     Finish,
@@ -23,8 +24,9 @@ from streamfn.chunks import (
     ToolCallEnd,
 )
 from streamfn.content import Reasoning, ToolCall
-from streamfn.dialects import Dialect, Encode, Event
+from streamfn.dialects import Dialect
 from streamfn.errors import retry_headers, status_for
+from streamfn.resume.live import Producer
 from streamfn.sse import event_stream
 
 logger = logging.getLogger(__name__)
@@ -72,70 +74,83 @@ def error_response(dialect: Dialect, error: StreamError) -> Response:
     )
 
 
-async def _events(
-    first: asyncio.Future[StreamChunk],
-    chunks: AsyncGenerator[StreamChunk, None],
-    encode: Encode,
-) -> AsyncGenerator[Event, None]:
-    """`first` (still pending after an early commit) and the rest of `chunks`, encoded."""
-    try:
-        for event in encode(await first):
-            yield event
-        async for chunk in chunks:
-            for event in encode(chunk):
-                yield event
-    finally:
-        await _cancel(first)  # the client left while the first chunk was awaited
-        await chunks.aclose()
-
-
 async def _within(work: asyncio.Future[T], seconds: float | None) -> bool:
     """Whether `work` is done within `seconds` (None: however long it takes); it goes on."""
     await asyncio.wait((work,), timeout=seconds)
     return work.done()
 
 
+class Attached(Response):
+    """`response`, served while attached to `producer`: while any response is, the stream
+    needs no resume and no grace period runs. The response that started the stream
+    (`origin`) then waits for the stream's end, so that its account settles (and, in Lambda,
+    its invocation ends) only once the stream has, whoever read it."""
+
+    def __init__(self, response: Response, producer: Producer, *, origin: bool) -> None:
+        # No Response.__init__: this response has no body of its own, it sends `response`'s.
+        self.response = response
+        self.status_code = response.status_code
+        self.background = None
+        self._producer = producer
+        self._origin = origin
+        response.headers["x-stream-id"] = producer.head.id
+
+    @property
+    def headers(self) -> MutableHeaders:
+        return self.response.headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        producer = self._producer
+        if not self._origin:
+            producer.hold()  # the origin's hold was taken when the producer started
+        try:
+            await self.response(scope, receive, send)
+        finally:
+            producer.release()
+        if self._origin:
+            await producer.closed()
+
+
 async def stream_response(
-    chunks: AsyncGenerator[StreamChunk, None],
+    producer: Producer,
     request: Request,
     *,
     dialect: Dialect,
-    encode: Encode,
     retry_ms: int,
     keepalive_s: float,
     write_timeout_s: float | None = None,
     early_commit_s: float | None = None,
-) -> Response:
-    """`chunks` as `encode`'s events, once the first chunk has come.
+) -> Attached:
+    """`producer`'s stream, once its first chunk has come.
 
     Holding the response until the first chunk lets a failure before any token be a real HTTP
-    status; watching for the disconnect meanwhile keeps a departed client's upstream request
-    from running on until its first token. With `early_commit_s`, the response starts after
-    that long without a first chunk, keepalive comments flowing, so that proxies that cut idle
-    connections (often at 60 s) keep it; a failure after that is an `error` event.
+    status. A client that leaves meanwhile detaches: the stream goes on for the resume grace
+    period, then is cancelled, upstream request and all, if nobody has resumed it. With
+    `early_commit_s`, the response starts after that long without a first chunk, keepalive
+    comments flowing, so that proxies that cut idle connections (often at 60 s) keep it; a
+    failure after that is an `error` event.
     """
-    first = asyncio.ensure_future(anext(chunks))
+    first = producer.first
     came = await _until_disconnect(
         asyncio.ensure_future(_within(first, early_commit_s)), request.receive
     )
     if came is None:
-        await _cancel(first)
-        await chunks.aclose()
         logger.info("client left before the first token")
-        return Response(status_code=CLIENT_LEFT)
+        return Attached(Response(status_code=CLIENT_LEFT), producer, origin=True)
     failed = first.result() if came else None
     if isinstance(failed, StreamError):
-        await chunks.aclose()
-        return error_response(dialect, failed)
+        return Attached(error_response(dialect, failed), producer, origin=True)
     if not came:
         logger.info("no first token after %s s: committing early", early_commit_s)
-    return event_stream(
-        _events(first, chunks, encode),
+    response = event_stream(
+        producer.follow(0),
+        stream=producer.head.id,
         retry_ms=retry_ms,
         keepalive_s=keepalive_s,
         write_timeout_s=write_timeout_s,
         headers=dialect.stream_headers,
     )
+    return Attached(response, producer, origin=True)
 
 
 @dataclass(frozen=True, slots=True)

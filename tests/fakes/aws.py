@@ -57,21 +57,32 @@ def moto() -> Iterator[Moto]:
     server.stop()
 
 
-def usage_table_definition() -> dict[str, Any]:
-    """The usage table's keys and day index, read from template.yaml itself."""
+def table_definition(resource: str) -> dict[str, Any]:
+    """A table's keys and indexes, read from template.yaml itself."""
     from local.url_cors import TEMPLATE, _CloudFormation
 
     document = yaml.load(TEMPLATE.read_text(), Loader=_CloudFormation)
-    properties = document["Resources"]["UsageTable"]["Properties"]
-    return {
-        k: properties[k] for k in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
-    }
+    properties = document["Resources"][resource]["Properties"]
+    keys = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
+    return {k: properties[k] for k in keys if k in properties}
+
+
+def create_streams_table(client: DynamoDBClient, name: str) -> None:
+    """The stream log as template.yaml declares it: keyed by stream and seq, TTL on ttl."""
+    client.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST", **table_definition("StreamsTable")
+    )
+    client.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
+    )
 
 
 def create_usage_table(client: DynamoDBClient, name: str) -> None:
     """The usage table as template.yaml declares it: keyed by request_id, the day index, TTL on
     expires_at."""
-    client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **usage_table_definition())
+    client.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST", **table_definition("UsageTable")
+    )
     client.update_time_to_live(
         TableName=name,
         TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},

@@ -143,10 +143,19 @@ def test_least_privilege_and_no_keys_in_the_template(sam: Path) -> None:
     limits = statements[3]
     assert limits["Action"] == ["dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem"]
     assert limits["Resource"] == {"Fn::GetAtt": ["LimitsTable", "Arn"]}
-    ssm = statements[4]["Fn::If"][1]
+    streams = statements[4]
+    assert set(streams["Action"]) == {
+        "dynamodb:BatchWriteItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+    }
+    assert streams["Resource"] == {"Fn::GetAtt": ["StreamsTable", "Arn"]}
+    ssm = statements[5]["Fn::If"][1]
     assert ssm["Action"] == "ssm:GetParameter"  # one named parameter each, no wildcard
     assert all("*" not in json.dumps(r) for r in ssm["Resource"])
-    secrets = statements[5]["Fn::If"][1]
+    secrets = statements[6]["Fn::If"][1]
     assert secrets["Action"] == "secretsmanager:GetSecretValue"
     # Only where the keys are is configured; never a key itself.
     variables = template["Resources"]["StreamFunction"]["Properties"]["Environment"]["Variables"]

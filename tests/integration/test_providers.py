@@ -206,7 +206,7 @@ async def test_client_disconnect_closes_the_upstream_connection_within_1s(
 ) -> None:
     words = [x for i in range(100) for x in (wire.token(f" w{i}"), 0.05)]
     with Upstream(reply(wire, [*wire.head, *words, *wire.stream([])])) as up:
-        url = serve(app_for(wire, up))
+        url = serve(app_for(wire, up, resume_grace_s=0))
         left_at = await leave_after_tokens(client, f"{url}/chat/stream", body(wire))
         assert await asyncio.to_thread(up.client_closed.wait, 1.0), "upstream request left open"
         assert up.client_closed_at is not None

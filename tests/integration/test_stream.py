@@ -54,7 +54,9 @@ async def test_post_streams_the_reply_exactly_with_ids_usage_and_done(
     tokens = names.count("token")
     assert tokens == len(PROMPT.split())
     assert names == ["token"] * tokens + ["usage", "done"]
-    assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+    # Ids name the stream (its X-Stream-Id) and the event's number in it.
+    id = response.headers["x-stream-id"]
+    assert [e.id for e in events] == [f"{id}:{n}" for n in range(1, len(events) + 1)]
     assert events[0].retry == 3000
     assert all(e.retry is None for e in events[1:])
     assert json.loads(events[-2].data) == {
@@ -144,7 +146,9 @@ async def test_client_disconnect_closes_the_provider_stream(
     serve: Serve, client: httpx.AsyncClient
 ) -> None:
     observed = Observed(EchoProvider(delay_s=0.1))
-    url = serve(create_app(Settings(), providers=[spec(observed)]))
+    # No grace period: nobody can resume, so leaving cancels at once (tests/integration/
+    # test_resume.py has the grace period).
+    url = serve(create_app(Settings(resume_grace_s=0), providers=[spec(observed)]))
     words = " ".join(f"w{i}" for i in range(100))
     left_at = await leave_after_tokens(client, f"{url}/chat/stream", user(words))
     assert await asyncio.to_thread(observed.closed.wait, 1.0), "provider stream not closed in 1 s"
@@ -159,7 +163,7 @@ async def test_client_leaving_before_the_first_token_closes_the_provider(
     serve: Serve, client: httpx.AsyncClient
 ) -> None:
     observed = Observed(Scripted(30.0, TextDelta("never"), Finish("stop", Usage(1, 1))))
-    url = serve(create_app(Settings(), providers=[spec(observed)]))
+    url = serve(create_app(Settings(resume_grace_s=0), providers=[spec(observed)]))
     with pytest.raises(httpx.ReadTimeout):
         await client.post(f"{url}/chat/stream", json=user("hi"), timeout=0.3)
     left_at = time.monotonic()
@@ -421,7 +425,9 @@ def test_a_client_that_stops_reading_is_treated_as_gone(serve: Serve) -> None:
     big = TextDelta("x" * 65536)
     steps = [step for _ in range(5000) for step in (big, 0.002)]
     observed = Observed(Scripted(*steps, Finish("stop", Usage(1, 1))))
-    settings = Settings(write_timeout_s=0.5, total_timeout_s=120, usage_records=False)
+    settings = Settings(
+        write_timeout_s=0.5, total_timeout_s=120, usage_records=False, resume_grace_s=0
+    )
     url = serve(create_app(settings, providers=[spec(observed)]))
     port = int(url.rsplit(":", 1)[1])
     body = b'{"messages": [{"role": "user", "content": "go"}]}'

@@ -161,7 +161,7 @@ async def test_a_client_that_leaves_is_recorded_as_cancelled(
     observed = Observed(
         Scripted(*[step for i in range(50) for step in (TextDelta(f"t{i} "), 0.05)])
     )
-    app = create_app(Settings(usage_db=db), providers=[spec(observed)])
+    app = create_app(Settings(usage_db=db, resume_grace_s=0), providers=[spec(observed)])
     url = serve(app)
     await leave_after_tokens(client, f"{url}/chat/stream", user("x"), tokens=2)
     [row] = records(db)
@@ -180,7 +180,7 @@ async def test_a_client_that_leaves_before_the_first_token_is_recorded(
     serve: Serve, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     db = tmp_path / "usage.sqlite3"
-    url = serve(app_with(db, 10.0, TextDelta("never")))
+    url = serve(app_with(db, 10.0, TextDelta("never"), resume_grace_s=0))
     with pytest.raises(httpx.ReadTimeout):
         await client.post(f"{url}/chat/stream", json=user("x"), timeout=0.3)
     [row] = records(db)

@@ -41,10 +41,14 @@ const names = events.map(([name]) => name);
 assert.deepEqual(names.slice(-5), ["token", "token", "token", "usage", "done"]);
 assert.equal(names.filter((n) => n === "reasoning_done").length, 1);
 assert.equal(events.filter(([n]) => n === "token").map(([, d]) => d).join(""), "one two three");
-const ids = events.map(([, , id]) => Number(id));
+// Ids are `<stream>:<n>`: one stream, numbered from 1.
+const streams = new Set(events.map(([, , id]) => id.split(":")[0]));
+assert.equal(streams.size, 1);
+const ids = events.map(([, , id]) => Number(id.split(":")[1]));
 assert.deepEqual(ids, ids.map((_, i) => i + 1));
 
-// Not closed on done: the reconnect gets 204 and EventSource stops for good.
+// Not closed on done: the reconnect (Last-Event-ID: the last event) finds nothing left to
+// resume, gets 204, and EventSource stops for good.
 const left = await collect({ prompt: "a b" }, { closeOnDone: false });
 assert.equal(left.state, EventSource.CLOSED);
 assert.equal(left.code, 204);

@@ -1,9 +1,9 @@
 // streamfn's own JavaScript client (functions/streamfn/static/streamfn.js) in Node.
-// Usage: node streamfn_client.mjs <echo url> <url failing mid-stream>
+// Usage: node streamfn_client.mjs <echo url> <url failing mid-stream> <slow echo url>
 import assert from "node:assert/strict";
 import { chat, parseEventStream, StreamfnError } from "../../functions/streamfn/static/streamfn.js";
 
-const [baseUrl, brokenUrl] = process.argv.slice(2);
+const [baseUrl, brokenUrl, slowUrl] = process.argv.slice(2);
 const user = (content) => ({ role: "user", content });
 
 // The async iterator, and the result with a message ready for the next request.
@@ -84,6 +84,37 @@ await assert.rejects(
   (e) => e instanceof StreamfnError && e.type === "upstream_unavailable" && e.status === null,
 );
 assert.deepEqual(got, ["text"]);
+
+// A connection lost mid-stream (the body fails after two reads, its socket closed): the client
+// resumes the stream from the server's log, and gets every token once.
+let cut = 0;
+const flaky = async (url, init) => {
+  const response = await fetch(url, init);
+  if (init?.method !== "POST" || !url.endsWith("/chat/stream") || cut++) return response;
+  const reader = response.body.getReader();
+  let reads = 0;
+  const body = new ReadableStream({
+    async pull(controller) {
+      if (reads++ === 2) {
+        await reader.cancel();
+        controller.error(new TypeError("network error"));
+        return;
+      }
+      const { value, done } = await reader.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+  });
+  return new Response(body, { status: response.status, headers: response.headers });
+};
+const words = Array.from({ length: 30 }, (_, i) => `r${i}`).join(" ");
+const lost = chat({ messages: [user(words)] }, { baseUrl: slowUrl, fetch: flaky });
+const pieces = [];
+for await (const event of lost) if (event.type === "text") pieces.push(event.text);
+assert.equal(pieces.join(""), words);
+assert.equal((await lost.result).text, words);
+assert.equal(cut, 1);
+assert.match((await lost.result).streamId, /^[0-9a-f-]{36}$/);
 
 // The parser, fed one byte at a time: CRLF, CR (also split across chunks), comments, ids.
 const raw = ": keepalive\r\nid: 1\r\nevent: token\r\ndata: a\r\ndata: b\r\n\r\n" +

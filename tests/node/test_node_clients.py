@@ -46,7 +46,7 @@ def node(script: str, *args: str, binary: Path = NODE22, timeout: float = 60) ->
 
 
 def echo_app(**settings: Any) -> ASGIApp:
-    return create_app(Settings(echo_delay_ms=1, usage_records=False, **settings))
+    return create_app(Settings(**{"echo_delay_ms": 1, "usage_records": False, **settings}))
 
 
 @pytest.mark.parametrize("version", ["ai5", "ai6", "ai7"])
@@ -54,6 +54,13 @@ def test_ai_sdk_transport_and_reader_with_a_tool_round_trip(serve: Serve, versio
     result = node("aisdk_transport.mjs", version, serve(echo_app()))
     assert result["ok"] is True
     assert "tool-get_weather" in result["parts"]
+
+
+@pytest.mark.parametrize("version", ["ai5", "ai6", "ai7"])
+def test_ai_sdk_resumes_a_lost_stream_with_the_whole_message(serve: Serve, version: str) -> None:
+    result = node("aisdk_resume.mjs", version, serve(echo_app(echo_delay_ms=40)))
+    assert result["ok"] is True
+    assert result["text"] == " ".join(f"w{i}" for i in range(16))
 
 
 def test_openai_npm_sdk(serve: Serve) -> None:
@@ -72,7 +79,8 @@ def test_ai_sdk_openai_compatible_provider_with_stream_text(serve: Serve) -> Non
 
 @pytest.mark.parametrize("binary", [Path("node"), NODE22], ids=["system node", "node 22"])
 def test_the_javascript_client(serve: Serve, binary: Path) -> None:
-    """streamfn.js in Node: iterator, callbacks, a tool round trip, abort, errors, parsing."""
+    """streamfn.js in Node: iterator, callbacks, a tool round trip, abort, errors, a lost
+    connection resumed, parsing."""
     broken = serve(
         create_app(
             Settings(usage_records=False),
@@ -85,7 +93,8 @@ def test_the_javascript_client(serve: Serve, binary: Path) -> None:
             ],
         )
     )
-    result = node("streamfn_client.mjs", serve(echo_app()), broken, binary=binary)
+    slow = serve(echo_app(echo_delay_ms=20))
+    result = node("streamfn_client.mjs", serve(echo_app()), broken, slow, binary=binary)
     assert result["ok"] is True
 
 

@@ -40,6 +40,8 @@ class Identity:
     id: str
     name: str | None = None
     limits: dict[str, Any] = field(default_factory=dict)
+    # Proved by a stream token already used: it may resume its own streams, not start one.
+    resume_only: bool = False
 
 
 class Unauthorized(Exception):
@@ -61,12 +63,18 @@ class Gate:
     """Checks credentials against the configured modes."""
 
     def __init__(
-        self, modes: frozenset[str], store: KeyStore | None, jwt: JwtVerifier | None = None
+        self,
+        modes: frozenset[str],
+        store: KeyStore | None,
+        jwt: JwtVerifier | None = None,
+        *,
+        resume_window_s: float = 0,
     ) -> None:
         self.modes = modes
         self.store = store
         self.jwt = jwt
         self.tokens = StreamTokens(store) if store is not None else None
+        self.resume_window_s = resume_window_s
 
     @property
     def open(self) -> bool:
@@ -95,19 +103,33 @@ class Gate:
             raise Unauthorized(why)
         return Identity(f"key:{record.id}", record.name, record.limits)
 
-    async def from_url(self, path: str, query: Mapping[str, str]) -> Identity | None:
-        """The identity a URL carries (a stream token on `GET /chat/stream`), if any.
-        `Unauthorized` for an API key in a URL: it would end up in logs and histories."""
+    async def from_url(
+        self, path: str, query: Mapping[str, str], *, resuming: bool = False
+    ) -> Identity | None:
+        """The identity a URL carries (a stream token on `GET /chat/stream`, or on a resume
+        `GET /chat/stream/{id}`), if any. An EventSource reconnecting (`resuming`: it sends
+        Last-Event-ID, or its URL names its stream) comes back with its first URL, whose token
+        is used by then: it is still good for resuming that caller's streams. `Unauthorized`
+        for an API key in a URL: it would end up in logs and histories."""
         if any(keys.parse(value) for value in query.values()):
             raise Unauthorized(
                 "an API key does not go in a URL (logs and browser histories keep URLs): "
                 "POST /chat/stream/token for a short-lived stream token"
             )
         token = query.get("token")
-        if path != "/chat/stream" or not token or self.tokens is None:
+        if not token or self.tokens is None or not path.startswith("/chat/stream"):
             return None
         try:
-            return Identity(await self.tokens.redeem(token, query))
+            if path == "/chat/stream":
+                try:
+                    return Identity(await self.tokens.redeem(token, query))
+                except TokenError:
+                    if not resuming:
+                        raise
+            elif not path.startswith("/chat/stream/") or path.endswith("/stop"):
+                return None
+            caller = await self.tokens.holder(token, self.resume_window_s)
+            return Identity(caller, resume_only=True)
         except TokenError as exc:
             raise Unauthorized(exc.message) from None
 
@@ -143,12 +165,13 @@ def open_gate(settings: Settings) -> Gate:
                 "Lambda" if settings.lambda_mode() else settings.host,
             )
         return Gate(modes, None)
+    window = settings.resume_ttl_s if settings.resume else 0
     store: KeyStore = (
         DynamoDBKeyStore(settings.keys_table)
         if settings.keys_table
         else SqliteKeyStore(settings.keys_db)
     )
-    return Gate(modes, store, verifier)
+    return Gate(modes, store, verifier, resume_window_s=window)
 
 
 Render = Callable[[str, int, str, str, Mapping[str, str]], Response]
@@ -184,7 +207,8 @@ class AuthMiddleware:
             try:
                 identity = None
                 if scope["method"] == "GET":
-                    identity = await self.gate.from_url(scope["path"], query)
+                    resuming = "last-event-id" in headers or "stream_id" in query
+                    identity = await self.gate.from_url(scope["path"], query, resuming=resuming)
                 scope[SCOPE_KEY] = identity or await self.gate.authenticate(headers)
             except Unauthorized as exc:
                 response = self.render(scope["path"], 401, "unauthorized", exc.message, CHALLENGE)

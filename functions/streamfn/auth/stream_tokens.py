@@ -32,6 +32,7 @@ BOUND = (
     "temperature",
     "top_p",
     "reasoning_effort",
+    "stream_id",
 )
 
 
@@ -74,8 +75,7 @@ class StreamTokens:
         signature = hmac.new(await self._key(), payload.encode(), hashlib.sha256).digest()
         return f"{payload}.{_b64(signature)}", LIFETIME_S
 
-    async def redeem(self, token: str, query: Mapping[str, Any]) -> str:
-        """The caller a valid, unused token names; `TokenError` otherwise."""
+    async def _claims(self, token: str) -> dict[str, Any]:
         payload, _, signature = token.partition(".")
         try:
             expected = hmac.new(await self._key(), payload.encode(), hashlib.sha256).digest()
@@ -84,7 +84,23 @@ class StreamTokens:
             claims = json.loads(_unb64(payload))
         except (ValueError, TypeError):
             raise TokenError("the stream token is not valid") from None
-        if not isinstance(claims, dict) or int(claims.get("exp", 0)) < time.time():
+        if not isinstance(claims, dict):
+            raise TokenError("the stream token is not valid")
+        return claims
+
+    async def holder(self, token: str, window_s: float) -> str:
+        """The caller a token names, used or not, within `window_s` of its expiry: what an
+        EventSource reconnecting with its first URL proves. It may resume that caller's own
+        streams, never start one."""
+        claims = await self._claims(token)
+        if int(claims.get("exp", 0)) + window_s < time.time():
+            raise TokenError("the stream token is too old to resume with")
+        return str(claims["sub"])
+
+    async def redeem(self, token: str, query: Mapping[str, Any]) -> str:
+        """The caller a valid, unused token names; `TokenError` otherwise."""
+        claims = await self._claims(token)
+        if int(claims.get("exp", 0)) < time.time():
             raise TokenError("the stream token has expired: mint another")
         if claims.get("q") != binding(query):
             raise TokenError("the stream token was minted for another request")

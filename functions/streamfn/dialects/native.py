@@ -56,6 +56,7 @@ from streamfn.content import (
 from streamfn.dialects import Event, dumps
 from streamfn.errors import error_body, error_response
 from streamfn.request import ChatRequest, Limits
+from streamfn.resume import STREAM_ID
 
 # Field constraints shared by the POST body and the GET query, so both reject the same input.
 ProviderName = Annotated[str | None, Field(min_length=1, max_length=64)]
@@ -64,6 +65,18 @@ MaxTokens = Annotated[int | None, Field(ge=1, le=1_000_000)]
 Temperature = Annotated[float | None, Field(ge=0, le=2)]
 TopP = Annotated[float | None, Field(gt=0, le=1)]
 Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+StreamId = Annotated[
+    str | None,
+    Field(
+        default=None,
+        pattern=STREAM_ID,
+        description="The id to give this stream (8 to 128 letters, digits, - and _; a UUID is "
+        "best), so that it can be resumed even before its first event has arrived; by "
+        "default it gets the request's id.",
+    ),
+]
 
 
 class _Strict(BaseModel):
@@ -179,6 +192,7 @@ class ChatBody(_Strict):
         description="provider/model alternatives tried in order if this one fails before its "
         "first token (replacing STREAMFN_FALLBACKS for this request)",
     )
+    stream_id: StreamId = None
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -261,6 +275,7 @@ class ChatQuery(_Strict):
     token: str | None = Field(
         default=None, description="A stream token (POST /chat/stream/token) when auth is on."
     )
+    stream_id: StreamId = None
 
     def to_body(self) -> ChatBody:
         messages = [MessageIn(role="user", content=self.prompt)]
@@ -276,6 +291,7 @@ class ChatQuery(_Strict):
             reasoning=ReasoningOptionIn(effort=self.reasoning_effort)
             if self.reasoning_effort
             else None,
+            stream_id=self.stream_id,
         )
 
 

@@ -9,6 +9,8 @@
 // or with callbacks: chat(body, { onText: (text) => ..., onToolCall: (call) => ... }).
 // It POSTs the native body to /chat/stream and parses the event stream as it arrives
 // (WHATWG "event stream interpretation"); EventSource cannot POST, send headers or a body.
+// Streams are resumable: a connection lost mid-stream is resumed (GET /chat/stream/{id} with
+// Last-Event-ID) without a second generation, and abort() stops the generation on the server.
 
 /**
  * @typedef {{ type: "thinking", text: string, signature: string | null }
@@ -28,9 +30,10 @@
  *   reasoning?: ReasoningBlock[] }} AssistantMessage
  * @typedef {{ text: string, reasoning: ReasoningBlock[], toolCalls: ToolCall[],
  *   usage: Usage | null, finishReason: string, requestId: string | null,
+ *   streamId: string | null,
  *   message: AssistantMessage }} ChatResult
  * @typedef {{ baseUrl?: string, headers?: Record<string, string>, signal?: AbortSignal,
- *   fetch?: typeof fetch,
+ *   fetch?: typeof fetch, resume?: boolean, resumeAttempts?: number,
  *   onText?: (text: string, soFar: string) => void,
  *   onReasoning?: (text: string) => void,
  *   onReasoningDone?: (block: ReasoningBlock) => void,
@@ -134,6 +137,10 @@ export class ChatStream {
   /** @param {object} body @param {ChatOptions} options */
   constructor(body, options) {
     this._options = options;
+    this._base = (options.baseUrl ?? "").replace(/\/$/, "");
+    this._opened = false;
+    /** @type {string | null} the stream's id (X-Stream-Id), to resume or stop it */
+    this.streamId = null;
     this._controller = new AbortController();
     if (options.signal) {
       if (options.signal.aborted) this._controller.abort(options.signal.reason);
@@ -149,8 +156,17 @@ export class ChatStream {
     this.result.catch(() => {}); // a caller that only iterates still sees the failure there
   }
 
-  /** Stop the stream (the server closes the provider's request). */
+  /** Stop the stream: the server stops the generation and closes the provider's request. */
   abort() {
+    if (this._opened && !this._ended && !this._controller.signal.aborted) {
+      // Leaving is not enough: the server keeps a stream going a while for its client to
+      // resume it. Fire and forget; the fetch below is aborted either way.
+      const o = this._options;
+      (o.fetch ?? fetch)(`${this._base}/chat/stream/${this.streamId}/stop`, {
+        method: "POST",
+        headers: { ...o.headers },
+      }).catch(() => {});
+    }
     this._controller.abort();
     this._wake();
   }
@@ -211,14 +227,20 @@ export class ChatStream {
 
   async _stream(body, call) {
     const o = this._options;
-    const base = (o.baseUrl ?? "").replace(/\/$/, "");
-    const response = await (o.fetch ?? fetch)(`${base}/chat/stream`, {
+    const resume = o.resume ?? true;
+    const attempts = resume ? (o.resumeAttempts ?? 3) : 0;
+    const send = o.fetch ?? fetch;
+    if (resume) body = { ...body, stream_id: body.stream_id ?? newStreamId() };
+    this.streamId = body.stream_id ?? null;
+    this._opened = true;
+    let response = await send(`${this._base}/chat/stream`, {
       method: "POST",
       headers: { "content-type": "application/json", accept: "text/event-stream", ...o.headers },
       body: JSON.stringify(body),
       signal: this._controller.signal,
     });
     if (!response.ok) throw await httpError(response);
+    this.streamId = response.headers.get("x-stream-id") ?? this.streamId;
     const result = {
       text: "",
       reasoning: [],
@@ -226,66 +248,100 @@ export class ChatStream {
       usage: null,
       finishReason: "",
       requestId: response.headers.get("x-request-id"),
+      streamId: this.streamId,
     };
-    for await (const { event, data } of parseEventStream(response.body)) {
-      switch (event) {
-        case "token":
-          result.text += data;
-          this._push({ type: "text", text: data });
-          call("onText", data, result.text);
-          break;
-        case "reasoning":
-          this._push({ type: "reasoning", text: data });
-          call("onReasoning", data);
-          break;
-        case "reasoning_done": {
-          const block = JSON.parse(data);
-          result.reasoning.push(block);
-          this._push({ type: "reasoning-done", block });
-          call("onReasoningDone", block);
-          break;
+    let lastId = "";
+    for (let attempt = 0; ; attempt++) {
+      let lost;
+      try {
+        for await (const { event, data, id } of parseEventStream(response.body)) {
+          lastId = id;
+          if (this._handle(event, data, result, call)) return result;
         }
-        case "tool_call_start": {
-          const { id, name } = JSON.parse(data);
-          this._push({ type: "tool-call-start", id, name });
-          call("onToolCallStart", { id, name });
-          break;
-        }
-        case "tool_call_delta": {
-          const delta = JSON.parse(data);
-          this._push({ type: "tool-call-delta", ...delta });
-          call("onToolCallDelta", delta);
-          break;
-        }
-        case "tool_call": {
-          const toolCall = JSON.parse(data);
-          result.toolCalls.push(toolCall);
-          this._push({ type: "tool-call", call: toolCall });
-          call("onToolCall", toolCall);
-          break;
-        }
-        case "usage":
-          result.usage = JSON.parse(data);
-          this._push({ type: "usage", usage: result.usage });
-          call("onUsage", result.usage);
-          break;
-        case "done":
-          result.finishReason = data;
-          this._push({ type: "done", finishReason: data });
-          result.message = assistantMessage(result);
-          return result;
-        case "error": {
-          const error = JSON.parse(data);
-          throw new StreamfnError(error.message, { ...error, status: null });
-        }
-        default: // events of later versions: not this client's business
+        lost = new StreamfnError("the stream ended before it finished", {
+          type: "connection",
+          retryable: true,
+        });
+      } catch (error) {
+        if (error instanceof StreamfnError || this._controller.signal.aborted) throw error;
+        lost = error;
       }
+      // The connection was lost mid-stream: resume where it broke off, from the server's log.
+      if (attempt >= attempts || !this.streamId) throw lost;
+      await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
+      response = await send(`${this._base}/chat/stream/${this.streamId}`, {
+        headers: { accept: "text/event-stream", "last-event-id": lastId, ...o.headers },
+        signal: this._controller.signal,
+      }).catch(() => null);
+      if (response?.status === 204) throw lost; // nothing more will come
+      if (!response?.ok) throw lost;
     }
-    throw new StreamfnError("the stream ended before it finished", {
-      type: "connection",
-      retryable: true,
-    });
   }
+
+  /** Handle one event; true once the stream is done. */
+  _handle(event, data, result, call) {
+    switch (event) {
+      case "token":
+        result.text += data;
+        this._push({ type: "text", text: data });
+        call("onText", data, result.text);
+        break;
+      case "reasoning":
+        this._push({ type: "reasoning", text: data });
+        call("onReasoning", data);
+        break;
+      case "reasoning_done": {
+        const block = JSON.parse(data);
+        result.reasoning.push(block);
+        this._push({ type: "reasoning-done", block });
+        call("onReasoningDone", block);
+        break;
+      }
+      case "tool_call_start": {
+        const { id, name } = JSON.parse(data);
+        this._push({ type: "tool-call-start", id, name });
+        call("onToolCallStart", { id, name });
+        break;
+      }
+      case "tool_call_delta": {
+        const delta = JSON.parse(data);
+        this._push({ type: "tool-call-delta", ...delta });
+        call("onToolCallDelta", delta);
+        break;
+      }
+      case "tool_call": {
+        const toolCall = JSON.parse(data);
+        result.toolCalls.push(toolCall);
+        this._push({ type: "tool-call", call: toolCall });
+        call("onToolCall", toolCall);
+        break;
+      }
+      case "usage":
+        result.usage = JSON.parse(data);
+        this._push({ type: "usage", usage: result.usage });
+        call("onUsage", result.usage);
+        break;
+      case "done":
+        result.finishReason = data;
+        this._push({ type: "done", finishReason: data });
+        result.message = assistantMessage(result);
+        return true;
+      case "error": {
+        const error = JSON.parse(data);
+        throw new StreamfnError(error.message, { ...error, status: null });
+      }
+      default: // events of later versions: not this client's business
+    }
+    return false;
+  }
+}
+
+/** A stream id (the server's pattern: 8 to 128 of [A-Za-z0-9_-]), made here so that a stream
+ * lost even before its first event can be resumed. */
+function newStreamId() {
+  if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
+  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(16)); // not a secure context
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function abortError(signal) {

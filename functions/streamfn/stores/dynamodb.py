@@ -42,6 +42,20 @@ def item(record: UsageRecord, ttl_days: int) -> dict[str, Any]:
     return {k: serialize(v) for k, v in values.items()}
 
 
+def client(timeout_s: float) -> DynamoDBClient:
+    """A DynamoDB client that gives up after `timeout_s` per call, with boto3's standard
+    retries; boto3 (a few hundred milliseconds to import) is imported here, on first use."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=min(timeout_s, 3),
+        read_timeout=timeout_s,
+        retries={"mode": "standard", "max_attempts": 3},
+    )
+    return boto3.client("dynamodb", config=config)
+
+
 def _ordinal(day: str) -> int:
     return date.fromisoformat(day).toordinal()
 
@@ -63,15 +77,7 @@ class DynamoDBUsageStore:
     def _dynamodb(self) -> DynamoDBClient:
         with self._lock:
             if self._client is None:
-                import boto3
-                from botocore.config import Config
-
-                config = Config(
-                    connect_timeout=min(self._timeout_s, 3),
-                    read_timeout=self._timeout_s,
-                    retries={"mode": "standard", "max_attempts": 3},
-                )
-                self._client = boto3.client("dynamodb", config=config)
+                self._client = client(self._timeout_s)
             return self._client
 
     def write_sync(self, record: UsageRecord) -> None:

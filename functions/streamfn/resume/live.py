@@ -1,0 +1,387 @@
+"""Streams that outlive their connection.
+
+A `Producer` runs one stream in a task of its own: it reads the guarded chunks, encodes them in
+the stream's dialect, and keeps every event, numbered from 1. Responses follow it (the one that
+started it, and any number that resume it). When no response is attached for the grace period,
+the producer is cancelled, which cancels the upstream request, so a client that never comes back
+costs what it cost before resume existed plus the grace period.
+
+`Streams` is the process's registry of producers and the journal that writes their events to
+the durable log: one task for the whole process, one batch per tick for every stream with new
+events, so a thousand streams cost a write per tick, not a write per token. It also asks the log
+about once a second whether any of its streams was stopped from another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Iterable
+from typing import Literal
+
+from streamfn.chunks import StreamChunk, StreamError
+from streamfn.dialects import Encode, Event
+from streamfn.resume import Head, Page, StreamLog
+
+logger = logging.getLogger(__name__)
+
+Why = Literal["stopped", "abandoned"]
+_ENDED: dict[Why, str] = {
+    "stopped": "the stream was stopped on request",
+    "abandoned": "no client came back for this stream within the resume grace period",
+}
+_FLUSH_S = 0.1  # how long the journal gathers events before it writes a batch
+_STOP_CHECK_S = 1.0
+_RETRY_S = 1.0  # after a failed write
+_PAGE_CHARS = 200_000  # under DynamoDB's 400 KB item limit, with room for the keys
+
+
+class Producer:
+    """One stream, produced whether or not anyone is reading it."""
+
+    def __init__(
+        self,
+        head: Head,
+        chunks: AsyncGenerator[StreamChunk, None],
+        encode: Encode,
+        streams: Streams,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.head = head
+        self.events: list[Event] = []
+        self.ended = False
+        # The first chunk: what the starting request decides its HTTP status by.
+        self.first: asyncio.Future[StreamChunk] = loop.create_future()
+        self._streams = streams
+        # One future per waiting follower: a follower cancelled (its client left) must not
+        # cancel the others' wait, as one shared future would.
+        self._waiting: list[asyncio.Future[None]] = []
+        self._holds = 1  # the request that started it is attached from the start
+        self._grace: asyncio.TimerHandle | None = None
+        self._why: Why | None = None
+        # Journal state: how much of it the log has.
+        self.written = 0
+        self.page_start = 0  # where the last page written begins
+        self.head_written = False
+        self.durable: asyncio.Future[None] = loop.create_future()
+        self._task = loop.create_task(self._run(chunks, encode))
+
+    async def _run(self, chunks: AsyncGenerator[StreamChunk, None], encode: Encode) -> None:
+        try:
+            try:
+                async for chunk in chunks:
+                    if not self.first.done():
+                        self.first.set_result(chunk)
+                    self._add(encode(chunk))
+            except asyncio.CancelledError:
+                if self._why is None:
+                    raise  # the server is shutting down
+                error = StreamError(self._why, _ENDED[self._why], retryable=False)
+                if not self.first.done():
+                    self.first.set_result(error)
+                self._add(encode(error))
+                logger.info("stream %s: %s", self.head.id, _ENDED[self._why])
+        finally:
+            await chunks.aclose()
+            self.ended = True
+            if not self.first.done():
+                self.first.cancel()
+            if self._grace is not None:
+                self._grace.cancel()
+            self._wake()
+            await self._streams.ended(self)
+
+    def _add(self, events: Iterable[Event]) -> None:
+        had = len(self.events)
+        self.events.extend(events)
+        if len(self.events) > had:
+            self._wake()
+            self._streams.changed(self)
+
+    def _wake(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def follow(self, after: int) -> AsyncGenerator[tuple[int, Event], None]:
+        """The events numbered above `after`, then each as it comes, until the end."""
+        seq = after
+        while True:
+            events = self.events
+            while seq < len(events):
+                seq += 1
+                yield seq, events[seq - 1]
+            if self.ended:
+                return
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            await waiter
+
+    def remaining(self, after: int) -> bool:
+        """Whether a client that has event `after` has anything left to get."""
+        return not self.ended or after < len(self.events)
+
+    def hold(self) -> None:
+        """A response is attached: no grace period runs while one is."""
+        self._holds += 1
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+
+    def release(self) -> None:
+        """A response has ended (its client left, or it sent everything)."""
+        self._holds -= 1
+        if self._holds > 0 or self.ended:
+            return
+        grace_s = self._streams.grace_s
+        if grace_s <= 0:
+            self.cancel("abandoned")
+        else:
+            self._grace = asyncio.get_running_loop().call_later(grace_s, self.cancel, "abandoned")
+
+    def cancel(self, why: Why) -> None:
+        """End the stream now: the upstream request is cancelled, and the last event says why."""
+        if not self.ended and self._why is None:
+            self._why = why
+            self._task.cancel()
+
+    async def closed(self) -> None:
+        """Wait until the stream has ended and its end is in the log. If this wait is
+        cancelled (the server is shutting down), the stream is cancelled too."""
+        try:
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            self.cancel("abandoned")
+            raise
+
+
+class Streams:
+    """The process's producers, and the journal that makes their events durable."""
+
+    def __init__(self, log: StreamLog | None, *, grace_s: float, timeout_s: float) -> None:
+        self.log = log
+        # Without a log nothing can resume a stream, so nothing should wait for a resume.
+        self.grace_s = grace_s if log is not None else 0.0
+        self._timeout_s = timeout_s
+        self._live: dict[str, Producer] = {}
+        self._dirty: dict[str, Producer] = {}
+        self._wakeup = asyncio.Event()
+        # A stream started or ended: write now, without gathering (a resume or a stop from
+        # elsewhere needs the head; the usage record and a Lambda invocation wait for the end).
+        self._urgent = asyncio.Event()
+        self._ending = 0
+        self._journal: asyncio.Task[None] | None = None
+
+    def start(
+        self, head: Head, chunks: AsyncGenerator[StreamChunk, None], encode: Encode
+    ) -> Producer:
+        producer = Producer(head, chunks, encode, self)
+        self._live[head.id] = producer
+        if self.log is not None:
+            self.changed(producer)
+            self._urgent.set()
+        return producer
+
+    def local(self, id: str) -> Producer | None:
+        return self._live.get(id)
+
+    async def head(self, id: str) -> Head | None:
+        producer = self._live.get(id)
+        if producer is not None:
+            return producer.head
+        if self.log is None:
+            return None
+        return await asyncio.to_thread(self.log.head, id)
+
+    async def latest(self, owner: str, chat: str) -> str | None:
+        """The last stream `owner` started for the AI SDK chat `chat`."""
+        if self.log is None:
+            mine = (p.head for p in self._live.values())
+            return next((h.id for h in mine if (h.owner, h.chat) == (owner, chat)), None)
+        return await asyncio.to_thread(self.log.latest, owner, chat)
+
+    async def running(self, head: Head) -> bool:
+        """Whether `head`'s stream has yet to end."""
+        producer = self._live.get(head.id)
+        if producer is not None:
+            return not producer.ended
+        if self.log is None:
+            return False
+        pages = await asyncio.to_thread(self.log.pages, head.id, 0)
+        return not (pages and pages[-1].end)
+
+    async def remaining(self, head: Head, after: int) -> bool:
+        """Whether a client that has event `after` of `head`'s stream has anything left."""
+        producer = self._live.get(head.id)
+        if producer is not None:
+            return producer.remaining(after)
+        if self.log is None:
+            return False
+        pages = await asyncio.to_thread(self.log.pages, head.id, max(after - 1, 0))
+        return not (pages and pages[-1].end and pages[-1].last <= after)
+
+    def follow(self, head: Head, after: int) -> AsyncGenerator[tuple[int, Event], None]:
+        """The stream's events numbered above `after`, live: from its producer when it runs in
+        this process, else from the log, polled until its end page."""
+        producer = self._live.get(head.id)
+        if producer is not None:
+            return producer.follow(after)
+        return self._from_log(head, after)
+
+    async def _from_log(self, head: Head, after: int) -> AsyncGenerator[tuple[int, Event], None]:
+        assert self.log is not None
+        log, seq = self.log, after
+        while True:
+            for page in await asyncio.to_thread(log.pages, head.id, seq):
+                for item in page.after(seq):
+                    yield item
+                    seq = item[0]
+                if page.end:
+                    return
+            if time.time() > head.ends_by:
+                # Its producer died without an end (a killed process): nothing more will come.
+                logger.warning("stream %s has no end in the log after its deadline", head.id)
+                return
+            producer = self._live.get(head.id)
+            if producer is not None:  # it started here after all (a slow resume)
+                async for item in producer.follow(seq):
+                    yield item
+                return
+            await asyncio.sleep(log.poll_s)
+
+    async def stop(self, head: Head) -> None:
+        producer = self._live.get(head.id)
+        if producer is not None:
+            producer.cancel("stopped")
+        elif self.log is not None:
+            await asyncio.to_thread(self.log.stop, head.id)
+
+    # The journal.
+
+    def changed(self, producer: Producer) -> None:
+        if self.log is None:
+            return
+        self._dirty[producer.head.id] = producer
+        if self._journal is None:
+            # Its events are made with the journal: an app may be served by one event loop,
+            # shut down, and served by another (a test client's lifespans).
+            self._wakeup, self._urgent = asyncio.Event(), asyncio.Event()
+            self._journal = asyncio.get_running_loop().create_task(self._write_loop())
+        self._wakeup.set()
+
+    async def ended(self, producer: Producer) -> None:
+        """`producer`'s stream has ended: once the log has its last page, it leaves the
+        registry (a resume then reads the log)."""
+        try:
+            if self.log is not None:
+                self._ending += 1
+                self.changed(producer)
+                self._urgent.set()
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        await asyncio.shield(producer.durable)
+                except TimeoutError:
+                    logger.error("stream %s: its end did not reach the log", producer.head.id)
+                finally:
+                    self._ending -= 1
+        finally:
+            self._live.pop(producer.head.id, None)
+
+    async def _write_loop(self) -> None:
+        wakeup, next_check = self._wakeup, 0.0
+        while True:
+            timeout = _STOP_CHECK_S if self._live else None
+            try:
+                async with asyncio.timeout(timeout):
+                    await wakeup.wait()
+            except TimeoutError:
+                pass
+            wakeup.clear()
+            if not self._ending:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_FLUSH_S):  # let the batch gather
+                        await self._urgent.wait()
+            self._urgent.clear()
+            if not await self._flush():
+                await asyncio.sleep(_RETRY_S)
+            if self._live and time.monotonic() >= next_check:
+                next_check = time.monotonic() + _STOP_CHECK_S
+                await self._check_stops()
+
+    def _batch(self) -> tuple[list[Head], list[Page], list[tuple[Producer, int, int, bool]]]:
+        heads: list[Head] = []
+        pages: list[Page] = []
+        marks: list[tuple[Producer, int, int, bool]] = []
+        for producer in self._dirty.values():
+            if not producer.head_written:
+                heads.append(producer.head)
+            events, start = producer.events, producer.written
+            end = len(events)
+            ended = producer.ended and not producer.durable.done()
+            page_start = producer.page_start
+            if ended and start == end and end > 0:
+                start = page_start  # nothing new since the last page: rewrite it, ended
+            while start < end:
+                stop, size = start, 0
+                while stop < end and (stop == start or size < _PAGE_CHARS):
+                    size += len(events[stop].data)
+                    stop += 1
+                pages.append(
+                    Page(producer.head.id, stop, tuple(events[start:stop]), ended and stop == end)
+                )
+                page_start, start = start, stop
+            marks.append((producer, end, page_start, ended))
+        return heads, pages, marks
+
+    async def _flush(self) -> bool:
+        """Write what the dirty producers have that the log lacks; False if that failed."""
+        if not self._dirty:
+            return True
+        assert self.log is not None
+        heads, pages, marks = self._batch()
+        self._dirty = {}
+        try:
+            await asyncio.to_thread(self.log.write, heads, pages)
+        except Exception:
+            logger.exception("stream log write failed; retrying")
+            for producer, *_ in marks:
+                self._dirty[producer.head.id] = producer
+            return False
+        for producer, written, page_start, ended in marks:
+            producer.head_written = True
+            producer.written, producer.page_start = written, page_start
+            if ended:
+                producer.durable.set_result(None)
+        return True
+
+    async def _check_stops(self) -> None:
+        assert self.log is not None
+        try:
+            stopped = await asyncio.to_thread(self.log.stopped, list(self._live))
+        except Exception:
+            logger.exception("could not check the stream log for stop requests")
+            return
+        for id in stopped:
+            if (producer := self._live.get(id)) is not None:
+                producer.cancel("stopped")
+
+    async def aclose(self) -> None:
+        """Cancel what is still running, write what is left, close the log."""
+        for producer in list(self._live.values()):
+            producer.cancel("abandoned")
+        for producer in list(self._live.values()):
+            try:
+                await producer.closed()
+            except Exception:
+                logger.exception("stream %s did not close cleanly", producer.head.id)
+        if self._journal is not None:
+            self._journal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._journal
+            self._journal = None
+        if self.log is not None:
+            await self._flush()
+            await asyncio.to_thread(self.log.close)
