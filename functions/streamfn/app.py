@@ -105,6 +105,7 @@ def create_app(
         open_log(settings),
         grace_s=settings.resume_grace_s,
         timeout_s=settings.usage_write_timeout_s,
+        prompt_end=settings.lambda_mode(),
     )
 
     @asynccontextmanager

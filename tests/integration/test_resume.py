@@ -56,6 +56,20 @@ async def leave_after(
     return response, got
 
 
+async def known_to(client: httpx.AsyncClient, url: str, method: str = "POST") -> int:
+    """`method` `url` until the stream it names is in the log (a 404 before); the status."""
+    deadline = time.monotonic() + 3
+    while (status := await status_of(client, method, url)) == 404:
+        assert time.monotonic() < deadline, f"{url}: still 404"
+        await asyncio.sleep(0.02)
+    return status
+
+
+async def status_of(client: httpx.AsyncClient, method: str, url: str) -> int:
+    async with client.stream(method, url) as response:
+        return response.status_code
+
+
 def numbers(events: list[Received], id: str) -> list[int]:
     assert all(e.id.startswith(f"{id}:") for e in events)
     return [int(e.id.rpartition(":")[2]) for e in events]
@@ -228,13 +242,14 @@ async def test_a_resume_from_another_process_follows_the_log_and_stop_reaches_ac
     b = serve(app(paced(), tmp_path))
     response, first = await leave_after(client, "POST", f"{a}/chat/stream", 2, json=user("x"))
     id = response.headers["x-stream-id"]
+    await known_to(client, f"{b}/chat/stream/{id}", "GET")
     _, rest = await stream(client, f"{b}/chat/stream/{id}", headers={"Last-Event-ID": first[-1].id})
     assert_whole(first + rest, id)
-    # A stop asked of b reaches the stream a runs (its head is in the log within milliseconds
-    # of its start; two events in, it surely is).
+    # A stop asked of b reaches the stream a runs, once its head is in the log (the journal's
+    # first batch, a tenth of a second in).
     response, _ = await leave_after(client, "POST", f"{a}/chat/stream", 2, json=user("y"))
     id = response.headers["x-stream-id"]
-    assert (await client.post(f"{b}/chat/stream/{id}/stop")).status_code == 202
+    assert await known_to(client, f"{b}/chat/stream/{id}/stop") == 202
     _, events = await asyncio.wait_for(stream(client, f"{b}/chat/stream/{id}?after=2"), 5)
     assert json.loads(events[-1].data)["type"] == "stopped"
     assert len(events) < len(WORDS)

@@ -33,7 +33,7 @@ _ENDED: dict[Why, str] = {
     "abandoned": "no client came back for this stream within the resume grace period",
 }
 _FLUSH_S = 0.1  # how long the journal gathers events before it writes a batch
-_STOP_CHECK_S = 1.0
+_STOP_CHECK_S = 0.5
 _RETRY_S = 1.0  # after a failed write
 _PAGE_CHARS = 200_000  # under DynamoDB's 400 KB item limit, with room for the keys
 
@@ -161,7 +161,9 @@ class Producer:
 class Streams:
     """The process's producers, and the journal that makes their events durable."""
 
-    def __init__(self, log: StreamLog | None, *, grace_s: float, timeout_s: float) -> None:
+    def __init__(
+        self, log: StreamLog | None, *, grace_s: float, timeout_s: float, prompt_end: bool = False
+    ) -> None:
         self.log = log
         # Without a log nothing can resume a stream, so nothing should wait for a resume.
         self.grace_s = grace_s if log is not None else 0.0
@@ -169,8 +171,10 @@ class Streams:
         self._live: dict[str, Producer] = {}
         self._dirty: dict[str, Producer] = {}
         self._wakeup = asyncio.Event()
-        # A stream started or ended: write now, without gathering (a resume or a stop from
-        # elsewhere needs the head; the usage record and a Lambda invocation wait for the end).
+        # With `prompt_end`, a stream's end is written at once rather than with the next batch:
+        # in Lambda, its invocation (billed, and busy for the next request) lasts until then.
+        # Elsewhere only its usage record waits, and batching keeps writes off the token path.
+        self._prompt_end = prompt_end
         self._urgent = asyncio.Event()
         self._ending = 0
         self._journal: asyncio.Task[None] | None = None
@@ -182,7 +186,6 @@ class Streams:
         self._live[head.id] = producer
         if self.log is not None:
             self.changed(producer)
-            self._urgent.set()
         return producer
 
     def local(self, id: str) -> Producer | None:
@@ -277,16 +280,18 @@ class Streams:
         registry (a resume then reads the log)."""
         try:
             if self.log is not None:
-                self._ending += 1
+                urgent = int(self._prompt_end)
+                self._ending += urgent
                 self.changed(producer)
-                self._urgent.set()
+                if urgent:
+                    self._urgent.set()
                 try:
                     async with asyncio.timeout(self._timeout_s):
                         await asyncio.shield(producer.durable)
                 except TimeoutError:
                     logger.error("stream %s: its end did not reach the log", producer.head.id)
                 finally:
-                    self._ending -= 1
+                    self._ending -= urgent
         finally:
             self._live.pop(producer.head.id, None)
 
