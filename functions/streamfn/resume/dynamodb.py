@@ -15,17 +15,13 @@ consistent reads, so a page written is a page seen.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from streamfn.resume import Head, Page
 from streamfn.resume.sqlite import events_json, events_of
-from streamfn.stores.dynamodb import client
-
-if TYPE_CHECKING:
-    from types_boto3_dynamodb import DynamoDBClient
+from streamfn.stores.dynamodb import LazyClient
 
 TTL_ATTRIBUTE = "ttl"
 _BATCH = 25  # BatchWriteItem's most items per call
@@ -55,15 +51,7 @@ class DynamoDBStreamLog:
     def __init__(self, table: str, *, ttl_s: float, timeout_s: float = 10) -> None:
         self.table = table
         self._ttl_s = int(ttl_s)
-        self._timeout_s = timeout_s
-        self._lock = threading.Lock()
-        self._client: DynamoDBClient | None = None
-
-    def _dynamodb(self) -> DynamoDBClient:
-        with self._lock:
-            if self._client is None:
-                self._client = client(self._timeout_s)
-            return self._client
+        self._dynamodb = LazyClient(timeout_s)
 
     def _items(self, heads: Sequence[Head], pages: Sequence[Page]) -> list[dict[str, Any]]:
         expires = _n(int(time.time()) + self._ttl_s)
@@ -187,7 +175,4 @@ class DynamoDBStreamLog:
         return out
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._dynamodb.close()

@@ -42,18 +42,36 @@ def item(record: UsageRecord, ttl_days: int) -> dict[str, Any]:
     return {k: serialize(v) for k, v in values.items()}
 
 
-def client(timeout_s: float) -> DynamoDBClient:
-    """A DynamoDB client that gives up after `timeout_s` per call, with boto3's standard
-    retries; boto3 (a few hundred milliseconds to import) is imported here, on first use."""
-    import boto3
-    from botocore.config import Config
+class LazyClient:
+    """A DynamoDB client made on first use, shared by threads (boto3 clients are thread-safe),
+    that gives up after `timeout_s` per call with boto3's standard retries. boto3 (a few hundred
+    milliseconds to import) is imported then, so it never lengthens a cold start. Endpoint and
+    credentials come from boto3's usual sources (`AWS_ENDPOINT_URL_DYNAMODB` too)."""
 
-    config = Config(
-        connect_timeout=min(timeout_s, 3),
-        read_timeout=timeout_s,
-        retries={"mode": "standard", "max_attempts": 3},
-    )
-    return boto3.client("dynamodb", config=config)
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._client: DynamoDBClient | None = None
+
+    def __call__(self) -> DynamoDBClient:
+        with self._lock:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
+
+                config = Config(
+                    connect_timeout=min(self._timeout_s, 3),
+                    read_timeout=self._timeout_s,
+                    retries={"mode": "standard", "max_attempts": 3},
+                )
+                self._client = boto3.client("dynamodb", config=config)
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
 
 def _ordinal(day: str) -> int:
@@ -62,23 +80,12 @@ def _ordinal(day: str) -> int:
 
 class DynamoDBUsageStore:
     """boto3 has no asyncio API, so each write is a worker thread's PutItem
-    (`asyncio.to_thread`); boto3 clients are thread-safe. The client (and the boto3 import, a
-    few hundred milliseconds) comes on the first write, so it never lengthens a cold start.
-    Endpoint and credentials come from boto3's usual sources (`AWS_ENDPOINT_URL_DYNAMODB` too).
-    """
+    (`asyncio.to_thread`), on a `LazyClient` made at the first write."""
 
     def __init__(self, table: str, *, ttl_days: int, timeout_s: float = 10) -> None:
         self.table = table
         self._ttl_days = ttl_days
-        self._timeout_s = timeout_s
-        self._lock = threading.Lock()
-        self._client: DynamoDBClient | None = None
-
-    def _dynamodb(self) -> DynamoDBClient:
-        with self._lock:
-            if self._client is None:
-                self._client = client(self._timeout_s)
-            return self._client
+        self._dynamodb = LazyClient(timeout_s)
 
     def write_sync(self, record: UsageRecord) -> None:
         self._dynamodb().put_item(TableName=self.table, Item=item(record, self._ttl_days))
@@ -132,5 +139,4 @@ class DynamoDBUsageStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await asyncio.to_thread(self._client.close)
+        await asyncio.to_thread(self._dynamodb.close)
