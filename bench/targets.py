@@ -4,7 +4,7 @@ httptools), with a probe of its event loop's lag:
 - `relay`: the floor for any Python relay, a raw Starlette StreamingResponse re-emitting the
   upstream's bytes through one httpx client.
 - `seed`: the seed's design, FastAPI + sse-starlette + AsyncOpenAI, one event per token.
-- `streamfn`: streamfn's app as `make run` serves it, with the OpenAI provider.
+- `streamfn`: streamfn's app as `make run` serves it, with the OpenAI provider (resume on).
 
 `GET /__bench` answers the probe's figures: the longest loop lag since the last reset (a task
 that asks to sleep 5 ms and notes how late it wakes), CPU seconds and resident memory.
@@ -19,6 +19,7 @@ import json
 import os
 import resource
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -92,6 +93,8 @@ def streamfn(upstream: str) -> ASGIApp:
         STREAMFN_AUTH="none",
         STREAMFN_USAGE_RECORDS="false",
         STREAMFN_DEFAULT_PROVIDER="openai",
+        # The stream log in a scratch file of its own rather than the user's.
+        STREAMFN_STREAMS_DB=os.path.join(tempfile.mkdtemp(prefix="streamfn-bench-"), "s.db"),
     )
     sys.path.insert(0, str(ROOT / "functions"))
     from streamfn.app import create_app

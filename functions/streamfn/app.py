@@ -151,10 +151,15 @@ def create_app(
 
     pipeline = Pipeline(settings, registry, accountant, streams)
 
-    async def resume(request: Request, id: str, after: int, dialect: Dialect) -> Response:
+    async def resume(
+        request: Request, id: str, after: int, dialect: Dialect, *, unknown: int | None = None
+    ) -> Response:
+        """Stream `id` from event `after` on; a stream not found answers `unknown` if given."""
         try:
             head = await find(streams, request, id)
         except NotResumable as exc:
+            if exc.status == 404 and unknown is not None:
+                return Response(status_code=unknown)
             return exc.response(dialect)
         return await resume_response(
             streams,
@@ -209,7 +214,9 @@ def create_app(
         id = id or query.stream_id
         admitted = request.scope.get("streamfn.identity")
         if id is not None and (last is not None or await streams.head(id) is not None):
-            return await resume(request, id, after, native.DIALECT)
+            # A stream it cannot find (expired, or resume is off): 204 stops EventSource
+            # cleanly, where a 404 would fire its error handler.
+            return await resume(request, id, after, native.DIALECT, unknown=204)
         if last is not None or (admitted is not None and admitted.resume_only):
             # Nothing it names can be resumed, and a generation must not be paid for twice:
             # 204 tells EventSource to stop reconnecting (WHATWG HTML, "event stream

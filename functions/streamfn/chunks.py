@@ -33,7 +33,7 @@ ErrorType: TypeAlias = Literal[
     "upstream_error",  # the upstream broke its protocol: malformed or truncated stream
     "internal",  # a bug in streamfn; logged with its traceback
     "stopped",  # ended on purpose (POST /chat/stream/{id}/stop)
-    "abandoned",  # no client came back within the resume grace period
+    "abandoned",  # no client was reading it: none came back in the grace period, or shutdown
 ]
 
 

@@ -314,9 +314,15 @@ async def test_with_resume_off_a_stream_cannot_be_resumed(
     url = serve(app(observed, tmp_path, resume=False, resume_grace_s=30))
     response, _ = await leave_after(client, "POST", f"{url}/chat/stream", 2, json=user("x"))
     assert await asyncio.to_thread(observed.closed.wait, 1), "no log: leaving cancels at once"
-    missing, _ = await stream(client, f"{url}/chat/stream/{response.headers['x-stream-id']}")
+    id = response.headers["x-stream-id"]
+    missing, _ = await stream(client, f"{url}/chat/stream/{id}")
     assert missing.status_code == 404
     assert "STREAMFN_RESUME" in missing.json()["error"]["message"]
+    # EventSource's reconnect is told to stop, as before resume existed, and nothing restarts.
+    reconnect = {"Last-Event-ID": f"{id}:2"}
+    stopped, _ = await stream(client, f"{url}/chat/stream?prompt=x", headers=reconnect)
+    assert stopped.status_code == 204
+    assert observed.opened == 1
 
 
 async def test_ai_sdk_resume_by_chat_id(

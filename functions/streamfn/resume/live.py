@@ -30,12 +30,16 @@ logger = logging.getLogger(__name__)
 Why = Literal["stopped", "abandoned"]
 _ENDED: dict[Why, str] = {
     "stopped": "the stream was stopped on request",
-    "abandoned": "no client came back for this stream within the resume grace period",
+    "abandoned": "the stream was cancelled with no client reading it (none came back within "
+    "the resume grace period, or the server shut down)",
 }
 _FLUSH_S = 0.1  # how long the journal gathers events before it writes a batch
 _STOP_CHECK_S = 0.5
 _RETRY_S = 1.0  # after a failed write
-_PAGE_CHARS = 200_000  # under DynamoDB's 400 KB item limit, with room for the keys
+_ATTEMPTS = 3  # writes of one batch before it is given up
+# A page's characters: under DynamoDB's 400 KB item limit even at four UTF-8 bytes each. (A
+# single event larger than that cannot be logged there; it is the only event of its page.)
+_PAGE_CHARS = 90_000
 
 
 class Producer:
@@ -178,6 +182,7 @@ class Streams:
         self._urgent = asyncio.Event()
         self._ending = 0
         self._journal: asyncio.Task[None] | None = None
+        self._failures = 0  # writes failed in a row
 
     def start(
         self, head: Head, chunks: AsyncGenerator[StreamChunk, None], encode: Encode
@@ -330,8 +335,8 @@ class Streams:
             if ended and start == end and end > 0:
                 start = page_start  # nothing new since the last page: rewrite it, ended
             while start < end:
-                stop, size = start, 0
-                while stop < end and (stop == start or size < _PAGE_CHARS):
+                stop, size = start + 1, len(events[start].data)
+                while stop < end and size + len(events[stop].data) <= _PAGE_CHARS:
                     size += len(events[stop].data)
                     stop += 1
                 pages.append(
@@ -350,11 +355,22 @@ class Streams:
         self._dirty = {}
         try:
             await asyncio.to_thread(self.log.write, heads, pages)
+            self._failures = 0
         except Exception:
-            logger.exception("stream log write failed; retrying")
-            for producer, *_ in marks:
-                self._dirty[producer.head.id] = producer
-            return False
+            self._failures += 1
+            if self._failures < _ATTEMPTS:
+                logger.exception("stream log write failed; retrying")
+                for producer, *_ in marks:
+                    self._dirty[producer.head.id] = producer
+                return False
+            # Given up on this batch, so that it does not hold back every later one: these
+            # streams' resumes will miss its events (their ids then skip; none repeats).
+            logger.exception(
+                "stream log write failed %s times; events lost to resume for streams %s",
+                self._failures,
+                ", ".join(p.head.id for p, *_ in marks),
+            )
+            self._failures = 0
         for producer, written, page_start, ended in marks:
             producer.head_written = True
             producer.written, producer.page_start = written, page_start

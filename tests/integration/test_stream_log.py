@@ -1,0 +1,123 @@
+"""The stream log's contract, the same for the SQLite file and the DynamoDB table (moto's
+server mode), and the journal's paging over it: every event once, in order, ends marked."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
+
+import pytest
+
+from streamfn.chunks import Finish, StreamChunk, TextDelta, Usage
+from streamfn.dialects import Event
+from streamfn.resume import Head, Page, StreamLog, position
+from streamfn.resume.dynamodb import DynamoDBStreamLog
+from streamfn.resume.live import Streams
+from streamfn.resume.sqlite import SqliteStreamLog
+from tests.fakes.aws import Moto, create_streams_table
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def log(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StreamLog]:
+    if request.param == "sqlite":
+        made: StreamLog = SqliteStreamLog(tmp_path / "streams.sqlite3", ttl_s=3600)
+    else:
+        moto: Moto = request.getfixturevalue("moto")
+        for name, value in moto.env.items():
+            monkeypatch.setenv(name, value)
+        table = f"streams-{uuid.uuid4().hex[:8]}"
+        create_streams_table(moto.dynamodb(), table)
+        made = DynamoDBStreamLog(table, ttl_s=3600)
+    yield made
+    made.close()
+
+
+def head(owner: str = "me", chat: str | None = None) -> Head:
+    return Head(uuid.uuid4().hex, owner, chat, time.time(), time.time() + 60)
+
+
+def events(n: int, start: int = 1) -> tuple[Event, ...]:
+    return tuple(Event("token", f"t{i}") for i in range(start, start + n))
+
+
+def test_position_reads_streamfn_ids_and_bare_numbers() -> None:
+    id = uuid.uuid4().hex
+    assert position(f"{id}:17") == (id, 17)
+    assert position("17") == (None, 17)
+    assert position(None, "5") == (None, 5)
+    assert position(f"{id}:17", "5") == (id, 17)  # Last-Event-ID wins over ?after
+    assert position("what") == (None, 0)
+    assert position("a:b:c") == (None, 0)
+    assert position("x:3") == (None, 3)  # too short to be a stream id
+    assert position(None) == (None, 0)
+
+
+def test_heads_pages_chats_and_stops(log: StreamLog) -> None:
+    a, b = head(chat="chat-1"), head()
+    log.write([a, b], [Page(a.id, 3, events(3)), Page(a.id, 5, events(2, 4), end=True)])
+    assert log.head(a.id) == a
+    assert log.head("nothing-here") is None
+    assert [(p.last, p.end) for p in log.pages(a.id, 0)] == [(3, False), (5, True)]
+    assert [p.last for p in log.pages(a.id, 3)] == [5]  # only pages with events after 3
+    assert log.pages(a.id, 2)[0].after(2) == [(3, Event("token", "t3"))]
+    assert log.pages(b.id, 0) == []
+    assert log.latest("me", "chat-1") == a.id
+    assert log.latest("someone else", "chat-1") is None
+    later = head(chat="chat-1")
+    log.write([later], [])
+    assert log.latest("me", "chat-1") == later.id  # a chat's latest stream
+    assert log.stopped([a.id, b.id]) == set()
+    log.stop(b.id)
+    log.stop("nothing-here")  # no error, nothing made
+    assert log.stopped([a.id, b.id]) == {b.id}
+    assert log.head("nothing-here") is None
+
+
+def test_batches_past_the_apis_limits(log: StreamLog) -> None:
+    """BatchWriteItem takes 25 items, BatchGetItem 100 keys: more go in several calls."""
+    heads = [head() for _ in range(130)]
+    log.write(heads, [Page(h.id, 1, events(1), end=True) for h in heads])
+    for h in heads[::3]:
+        log.stop(h.id)
+    assert log.stopped([h.id for h in heads]) == {h.id for h in heads[::3]}
+    assert all(log.pages(h.id, 0) for h in heads[-3:])
+
+
+async def scripted(*steps: StreamChunk | float) -> AsyncGenerator[StreamChunk, None]:
+    for step in steps:
+        if isinstance(step, float):
+            await asyncio.sleep(step)
+        else:
+            yield step
+
+
+async def test_the_journal_splits_big_events_into_pages_and_marks_the_end(
+    tmp_path: Path,
+) -> None:
+    log = SqliteStreamLog(tmp_path / "streams.sqlite3", ttl_s=3600)
+    streams = Streams(log, grace_s=1, timeout_s=5)
+    big = "x" * 150_000  # more than a page holds: a page each
+    chunks = scripted(
+        TextDelta(big), TextDelta(big), TextDelta(big), 0.3, Finish("stop", Usage(1, 3))
+    )
+
+    def encode(chunk: StreamChunk) -> list[Event]:
+        if isinstance(chunk, TextDelta):
+            return [Event("token", chunk.text)]
+        return []  # the end brings no event: the journal marks the last page it wrote
+
+    producer = streams.start(head(), chunks, encode)
+    producer.release()  # nobody reading; the grace period outlasts the stream
+    await producer.closed()
+    pages = log.pages(producer.head.id, 0)
+    assert len(pages) >= 2
+    assert [p.end for p in pages] == [False] * (len(pages) - 1) + [True]
+    numbered = [item for page in pages for item in page.after(0)]
+    assert [n for n, _ in numbered] == [1, 2, 3]
+    assert all(e.data == big for _, e in numbered)
+    await streams.aclose()
