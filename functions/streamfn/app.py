@@ -20,7 +20,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from streamfn import __version__
-from streamfn.accounting import Accountant, owner, request_id
+from streamfn.accounting import Accountant, request_id
 from streamfn.auth import AuthMiddleware, open_gate
 from streamfn.dialects import Dialect, aisdk, native, openai
 from streamfn.dialects.native import ChatBody, ChatQuery
@@ -31,7 +31,7 @@ from streamfn.pipeline import Pipeline, Refused
 from streamfn.providers import ProviderRegistry, ProviderSpec
 from streamfn.providers.registry import builtin_specs, default_provider, unreachable
 from streamfn.resume import open_log, position
-from streamfn.resume.http import NotResumable, find, resume_response
+from streamfn.resume.http import Resumes
 from streamfn.resume.live import Streams
 from streamfn.settings import Settings
 from streamfn.stores import open_store
@@ -151,25 +151,7 @@ def create_app(
 
     pipeline = Pipeline(settings, registry, accountant, streams)
 
-    async def resume(
-        request: Request, id: str, after: int, dialect: Dialect, *, unknown: int | None = None
-    ) -> Response:
-        """Stream `id` from event `after` on; a stream not found answers `unknown` if given."""
-        try:
-            head = await find(streams, request, id)
-        except NotResumable as exc:
-            if exc.status == 404 and unknown is not None:
-                return Response(status_code=unknown)
-            return exc.response(dialect)
-        return await resume_response(
-            streams,
-            head,
-            after,
-            dialect=dialect,
-            retry_ms=settings.retry_ms,
-            keepalive_s=settings.keepalive_s,
-            write_timeout_s=settings.write_timeout_s,
-        )
+    resumes = Resumes(streams, settings)
 
     async def native_chat(body: ChatBody, request: Request) -> Response:
         try:
@@ -216,7 +198,7 @@ def create_app(
         if id is not None and (last is not None or await streams.head(id) is not None):
             # A stream it cannot find (expired, or resume is off): 204 stops EventSource
             # cleanly, where a 404 would fire its error handler.
-            return await resume(request, id, after, native.DIALECT, unknown=204)
+            return await resumes.resume(request, id, after, native.DIALECT, unknown=204)
         if last is not None or (admitted is not None and admitted.resume_only):
             # Nothing it names can be resumed, and a generation must not be paid for twice:
             # 204 tells EventSource to stop reconnecting (WHATWG HTML, "event stream
@@ -241,7 +223,7 @@ def create_app(
         """Resume stream `id` (the `X-Stream-Id` of its response): the events after
         `Last-Event-ID` (or `?after=N`; none: from the start), then the rest live."""
         _, at = position(request.headers.get("last-event-id"), str(after or 0))
-        return await resume(request, id, at, native.DIALECT)
+        return await resumes.resume(request, id, at, native.DIALECT)
 
     @app.post(
         "/chat/stream/{id}/stop",
@@ -256,12 +238,7 @@ def create_app(
     async def chat_stream_stop(id: str, request: Request) -> Response:
         """End stream `id` now: its upstream request is cancelled, and its readers get a last
         `error` event of type `stopped`. (Leaving no longer does, with resume on.)"""
-        try:
-            head = await find(streams, request, id)
-        except NotResumable as exc:
-            return exc.response(native.DIALECT)
-        await streams.stop(head)
-        return JSONResponse({"id": id, "stopping": True}, status_code=202)
+        return await resumes.stop(request, id, native.DIALECT)
 
     @app.post(
         "/v1/chat/completions",
@@ -353,16 +330,7 @@ def create_app(
         """The AI SDK's `resumeStream()` (`useChat({ resume: true })`): the chat's running
         stream, replayed whole from its `start` (same `messageId`), then live; 204 when none
         is running."""
-        id = await streams.latest(owner(request), chat_id)
-        if id is None:
-            return Response(status_code=204)
-        try:
-            head = await find(streams, request, id)
-        except NotResumable:
-            return Response(status_code=204)  # expired meanwhile
-        if not await streams.running(head):
-            return Response(status_code=204)  # it ended: the client has (or had) the message
-        return await resume(request, id, 0, aisdk.DIALECT)
+        return await resumes.chat(request, chat_id, aisdk.DIALECT)
 
     @app.post("/chat/stream/token", tags=["streamfn"], responses=UNAUTHORIZED)
     async def stream_token(query: ChatQuery, request: Request) -> dict[str, Any]:

@@ -186,9 +186,9 @@ async def test_nobody_coming_back_within_the_grace_period_cancels_the_upstream(
     response, first = await leave_after(client, "POST", f"{url}/chat/stream", 2, json=user("x"))
     left = time.monotonic()
     id = response.headers["x-stream-id"]
-    assert await asyncio.to_thread(observed.closed.wait, 3), "upstream not cancelled"
+    assert await asyncio.to_thread(observed.closed.wait, 5), "upstream not cancelled"
     assert observed.closed_at is not None
-    assert 0.4 < observed.closed_at - left < 1.5
+    assert 0.4 < observed.closed_at - left < 3
     assert observed.yielded < len(WORDS)
     # A late client gets what was produced, then why it ended.
     await asyncio.sleep(0.2)
@@ -202,7 +202,7 @@ async def test_a_client_back_within_the_grace_period_keeps_it_going(
     serve: Serve, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     observed = paced(every_s=0.1)
-    url = serve(app(observed, tmp_path, resume_grace_s=0.6))
+    url = serve(app(observed, tmp_path, resume_grace_s=2))
     response, first = await leave_after(client, "POST", f"{url}/chat/stream", 2, json=user("x"))
     id = response.headers["x-stream-id"]
     await asyncio.sleep(0.3)

@@ -1,15 +1,16 @@
-"""Resuming over HTTP: finding a caller's stream, and the response that replays what the
-caller missed and then follows the stream live."""
+"""Resuming over HTTP: what the resume routes answer. A caller finds its own streams only; the
+response replays what it missed and then follows the stream live."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from streamfn.accounting import owner
 from streamfn.dialects import Dialect
 from streamfn.resume import Head
 from streamfn.resume.live import Streams
+from streamfn.settings import Settings
 from streamfn.sse import event_stream
 from streamfn.streaming import Attached
 
@@ -23,48 +24,83 @@ class NotResumable(Exception):
         return dialect.error(self.status, self.type, self.message, param="id")
 
 
-async def find(streams: Streams, request: Request, id: str) -> Head:
-    """The head of stream `id`, if the caller started it; `NotResumable` otherwise."""
-    head = await streams.head(id)
-    if head is None:
-        raise NotResumable(
-            404,
-            "not_found",
-            f"no stream {id}: never started, or older than STREAMFN_RESUME_TTL_S"
-            if streams.log is not None
-            else "streams cannot be resumed here (STREAMFN_RESUME is off, or in Lambda "
-            "STREAMFN_STREAMS_TABLE is unset)",
-        )
-    if head.owner != owner(request):
-        raise NotResumable(
-            403, "forbidden", f"stream {id} was started by another caller: only it may resume it"
-        )
-    return head
+class Resumes:
+    def __init__(self, streams: Streams, settings: Settings) -> None:
+        self.streams = streams
+        self._settings = settings
 
+    async def find(self, request: Request, id: str) -> Head:
+        """The head of stream `id`, if the caller started it; `NotResumable` otherwise."""
+        head = await self.streams.head(id)
+        if head is None:
+            raise NotResumable(
+                404,
+                "not_found",
+                f"no stream {id}: never started, or older than STREAMFN_RESUME_TTL_S"
+                if self.streams.log is not None
+                else "streams cannot be resumed here (STREAMFN_RESUME is off, or in Lambda "
+                "STREAMFN_STREAMS_TABLE is unset)",
+            )
+        if head.owner != owner(request):
+            raise NotResumable(
+                403,
+                "forbidden",
+                f"stream {id} was started by another caller: only it may resume it",
+            )
+        return head
 
-async def resume_response(
-    streams: Streams,
-    head: Head,
-    after: int,
-    *,
-    dialect: Dialect,
-    retry_ms: int,
-    keepalive_s: float,
-    write_timeout_s: float | None,
-) -> Response:
-    """The events of `head`'s stream numbered above `after`, then the rest as they come; 204
-    (which tells an EventSource to stop reconnecting) when there is nothing left to send."""
-    if not await streams.remaining(head, after):
-        return Response(status_code=204, headers={"x-stream-id": head.id})
-    producer = streams.local(head.id)
-    response = event_stream(
-        streams.follow(head, after),
-        stream=head.id,
-        retry_ms=retry_ms,
-        keepalive_s=keepalive_s,
-        write_timeout_s=write_timeout_s,
-        headers={**dialect.stream_headers, "x-stream-id": head.id},
-    )
-    if producer is None:
-        return response
-    return Attached(response, producer, origin=False)
+    async def resume(
+        self,
+        request: Request,
+        id: str,
+        after: int,
+        dialect: Dialect,
+        *,
+        unknown: int | None = None,
+    ) -> Response:
+        """Stream `id`'s events numbered above `after`, then the rest as they come; 204 (which
+        tells an EventSource to stop reconnecting) when there is nothing left to send. A
+        stream not found is a 404 in `dialect`'s shape, or a bare `unknown` status if given."""
+        try:
+            head = await self.find(request, id)
+        except NotResumable as exc:
+            if exc.status == 404 and unknown is not None:
+                return Response(status_code=unknown)
+            return exc.response(dialect)
+        streams, settings = self.streams, self._settings
+        if not await streams.remaining(head, after):
+            return Response(status_code=204, headers={"x-stream-id": head.id})
+        producer = streams.local(head.id)
+        response = event_stream(
+            streams.follow(head, after),
+            stream=head.id,
+            retry_ms=settings.retry_ms,
+            keepalive_s=settings.keepalive_s,
+            write_timeout_s=settings.write_timeout_s,
+            headers={**dialect.stream_headers, "x-stream-id": head.id},
+        )
+        if producer is None:
+            return response
+        return Attached(response, producer, origin=False)
+
+    async def stop(self, request: Request, id: str, dialect: Dialect) -> Response:
+        try:
+            head = await self.find(request, id)
+        except NotResumable as exc:
+            return exc.response(dialect)
+        await self.streams.stop(head)
+        return JSONResponse({"id": id, "stopping": True}, status_code=202)
+
+    async def chat(self, request: Request, chat: str, dialect: Dialect) -> Response:
+        """The AI SDK chat `chat`'s running stream, whole from its first event; 204 when none
+        is running (an ended one is the app's to keep, as the SDK's own servers do)."""
+        id = await self.streams.latest(owner(request), chat)
+        if id is None:
+            return Response(status_code=204)
+        try:
+            head = await self.find(request, id)
+        except NotResumable:
+            return Response(status_code=204)  # expired meanwhile
+        if not await self.streams.running(head):
+            return Response(status_code=204)
+        return await self.resume(request, id, 0, dialect)
