@@ -1,7 +1,8 @@
 """`make smoke URL=... [KEY=...] [ORIGIN=...]`: a short end-to-end check of a deployed streamfn.
 
 It streams one answer and checks that it arrives progressively and framed as streamfn frames
-events, that a bad request gets a clear 4xx, that the URL answers a browser from ORIGIN with
+events, that a stream whose connection dropped resumes where it broke off, that a bad request
+gets a clear 4xx, that the URL answers a browser from ORIGIN with
 the CORS headers it needs, and, given a KEY, that a call without it is refused. It prints a
 pass/fail table and exits non-zero if anything failed. Nothing here is specific to AWS: it
 works against `make run`, `make run-lambda` and a deployed function URL alike.
@@ -91,6 +92,47 @@ def stream_check(client: httpx.Client, url: str, key: str | None) -> list[Check]
     return checks
 
 
+def resume_check(client: httpx.Client, url: str, key: str | None) -> Check:
+    """A stream whose connection drops after three events, resumed with Last-Event-ID: the
+    rest arrives, numbered on from there, to its end. In AWS the resume is another invocation
+    reading the stream log (the StreamsTable)."""
+    name = "resume after a dropped connection"
+    body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 200}
+    seen = []
+    with client.stream("POST", f"{url}/chat/stream", json=body, headers=_headers(key)) as response:
+        if response.status_code != 200:
+            return Check(name, False, f"the stream got {response.status_code}")
+        id = response.headers.get("x-stream-id", "")
+        for event in EventSource(response).iter_sse():
+            seen.append(event)
+            if len(seen) == 3:
+                break
+    if len(seen) < 3:
+        return Check(name, False, f"the stream ended after {len(seen)} events")
+    deadline = time.monotonic() + 5  # its head reaches the log a tenth of a second in
+    while True:
+        headers = {**_headers(key), "last-event-id": seen[-1].id}
+        with client.stream("GET", f"{url}/chat/stream/{id}", headers=headers) as response:
+            status = response.status_code
+            rest = list(EventSource(response).iter_sse()) if status == 200 else []
+            detail = response.read()[:200].decode(errors="replace") if status != 200 else ""
+        if status != 404 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if status != 200:
+        return Check(name, False, f"GET /chat/stream/{{id}} answered {status} {detail}")
+    ids = [e.id for e in seen + rest]
+    whole = ids == [f"{id}:{n}" for n in range(1, len(ids) + 1)]
+    ended = bool(rest) and rest[-1].event == "done"
+    return Check(
+        name,
+        whole and ended,
+        f"{len(rest)} more events after event 3, ids continuous, ended with done"
+        if whole and ended
+        else f"ids {ids[:2]}...{ids[-2:]}, last event {rest[-1].event if rest else None}",
+    )
+
+
 def error_check(client: httpx.Client, url: str, key: str | None) -> Check:
     response = client.post(
         f"{url}/chat/stream",
@@ -161,6 +203,7 @@ def run(url: str, key: str | None, origin: str | None) -> list[Check]:
         checks: list[Check] = []
         steps: list[Callable[[], list[Check]]] = [
             lambda: stream_check(client, url, key),
+            lambda: [resume_check(client, url, key)],
             lambda: [error_check(client, url, key)],
             lambda: [cors_check(client, url, key, origin)],
             lambda: [auth_check(client, url, key)],

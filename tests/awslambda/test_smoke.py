@@ -11,6 +11,7 @@ from pathlib import Path
 
 from local.lambda_emulator import EmulatorThread
 from local.url_cors import UrlCors
+from tests.fakes.aws import Moto, create_streams_table
 from tests.keys import create_key
 
 Start = Callable[..., EmulatorThread]
@@ -29,19 +30,25 @@ def smoke(url: str, key: str | None, *args: str) -> subprocess.CompletedProcess[
     )
 
 
-def test_smoke_passes_against_a_guarded_url_with_cors(emulator: Start, tmp_path: Path) -> None:
+def test_smoke_passes_against_a_guarded_url_with_cors(
+    emulator: Start, moto: Moto, tmp_path: Path
+) -> None:
     db = tmp_path / "keys.sqlite3"
     key, _ = create_key(db)
+    create_streams_table(moto.dynamodb(), "streams")
     fn = emulator(
         cors=UrlCors.from_template(parameters={"CorsAllowedOrigins": ORIGIN}),
         STREAMFN_AUTH="api_key",
         STREAMFN_KEYS_DB=str(db),
         STREAMFN_ECHO_DELAY_MS="20",
+        STREAMFN_STREAMS_TABLE="streams",
+        **moto.env,
     )
     result = smoke(fn.url, key, "--origin", ORIGIN)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = result.stdout.splitlines()
-    assert [row.split("  ")[0] for row in rows[:-1]] == ["pass"] * 6, result.stdout
+    assert [row.split("  ")[0] for row in rows[:-1]] == ["pass"] * 7, result.stdout
+    assert "ids continuous, ended with done" in result.stdout
     assert "401 without a key" in result.stdout
     assert "allow-origin 'https://app.example'" in result.stdout
     assert rows[-1] == f"passed: {fn.url}"
