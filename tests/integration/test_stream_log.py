@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streamfn.chunks import Finish, StreamChunk, TextDelta, Usage
+from streamfn.chunks import Finish, StreamChunk, StreamError, TextDelta, Usage
 from streamfn.dialects import Event
 from streamfn.resume import Head, Page, StreamLog, position
 from streamfn.resume.dynamodb import DynamoDBStreamLog
@@ -120,4 +120,22 @@ async def test_the_journal_splits_big_events_into_pages_and_marks_the_end(
     numbered = [item for page in pages for item in page.after(0)]
     assert [n for n, _ in numbered] == [1, 2, 3]
     assert all(e.data == big for _, e in numbered)
+    await streams.aclose()
+
+
+async def test_a_stream_stopped_before_its_task_first_runs_still_ends(tmp_path: Path) -> None:
+    """Cancelling a task before its first step skips its `finally`; the producer's must run."""
+    log = SqliteStreamLog(tmp_path / "streams.sqlite3", ttl_s=3600)
+    streams = Streams(log, grace_s=1, timeout_s=5)
+    chunks = scripted(TextDelta("never read"), Finish("stop", Usage(1, 1)))
+    producer = streams.start(head(), chunks, lambda chunk: [Event(None, type(chunk).__name__)])
+    producer.cancel("stopped")  # in the same step as its start
+    await asyncio.wait_for(producer.closed(), 5)
+    assert [e.data for e in producer.events] == ["StreamError"]
+    first = producer.first.result()
+    assert isinstance(first, StreamError)
+    assert first.type == "stopped"
+    assert streams.local(producer.head.id) is None  # left the registry once durable
+    [page] = log.pages(producer.head.id, 0)
+    assert page.end
     await streams.aclose()

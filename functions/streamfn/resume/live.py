@@ -58,6 +58,7 @@ class Producer:
         self._holds = 1  # the request that started it is attached from the start
         self._grace: asyncio.TimerHandle | None = None
         self._why: Why | None = None
+        self._started = False
         # Journal state: how much of it the log has.
         self.written = 0
         self.page_start = 0  # where the last page written begins
@@ -68,6 +69,9 @@ class Producer:
     async def _run(self, chunks: AsyncGenerator[StreamChunk, None], encode: Encode) -> None:
         try:
             try:
+                self._started = True
+                if self._why is not None:  # cancelled before this task first ran
+                    raise asyncio.CancelledError
                 async for chunk in chunks:
                     if not self.first.done():
                         self.first.set_result(chunk)
@@ -81,14 +85,16 @@ class Producer:
                 self._add(encode(error))
                 logger.info("stream %s: %s", self.head.id, _ENDED[self._why])
         finally:
-            await chunks.aclose()
-            self.ended = True
-            if not self.first.done():
-                self.first.cancel()
-            if self._grace is not None:
-                self._grace.cancel()
-            self._wake()
-            await self._streams.ended(self)
+            try:
+                await chunks.aclose()
+            finally:
+                self.ended = True
+                if not self.first.done():
+                    self.first.cancel()
+                if self._grace is not None:
+                    self._grace.cancel()
+                self._wake()
+                await self._streams.ended(self)
 
     def _add(self, events: Iterable[Event]) -> None:
         had = len(self.events)
@@ -143,7 +149,10 @@ class Producer:
         """End the stream now: the upstream request is cancelled, and the last event says why."""
         if not self.ended and self._why is None:
             self._why = why
-            self._task.cancel()
+            # Not yet started, `_run` sees `_why` first thing: a task cancelled before its
+            # first step would never run its `finally`.
+            if self._started:
+                self._task.cancel()
 
     async def closed(self) -> None:
         """Wait until the stream has ended and its end is in the log. If this wait is
