@@ -332,6 +332,20 @@ def create_app(
         is running."""
         return await resumes.chat(request, chat_id, aisdk.DIALECT)
 
+    @app.post(
+        "/api/chat/{chat_id}/stop",
+        status_code=202,
+        responses={
+            **UNAUTHORIZED,
+            404: {"description": "The chat has no stream (or it is older than the log keeps)"},
+        },
+        tags=["Vercel AI SDK"],
+    )
+    async def aisdk_stop(chat_id: str, request: Request) -> Response:
+        """Stop the chat's latest stream, as `POST /chat/stream/{id}/stop` does: for `useChat`
+        with `resume`, whose own `stop()` only drops the connection."""
+        return await resumes.stop_chat(request, chat_id, aisdk.DIALECT)
+
     @app.post("/chat/stream/token", tags=["streamfn"], responses=UNAUTHORIZED)
     async def stream_token(query: ChatQuery, request: Request) -> dict[str, Any]:
         """A single-use token, valid for a minute, for `GET /chat/stream` with exactly these

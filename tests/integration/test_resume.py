@@ -347,3 +347,23 @@ async def test_ai_sdk_resume_by_chat_id(
     await asyncio.sleep(0.2)
     assert (await client.get(f"{url}/api/chat/{chat}/stream")).status_code == 204
     assert observed.opened == 1
+
+
+async def test_ai_sdk_stop_by_chat_id(
+    serve: Serve, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    observed = paced(every_s=0.2)
+    url = serve(app(observed, tmp_path))
+    chat = f"chat-{uuid.uuid4().hex}"
+    assert (await client.post(f"{url}/api/chat/{chat}/stop")).status_code == 404
+    body = {"id": chat, "messages": [{"role": "user", "parts": [{"type": "text", "text": "x"}]}]}
+    async with client.stream("POST", f"{url}/api/chat", json=body) as response:
+        reading = asyncio.ensure_future(read_events(response))
+        await asyncio.sleep(0.3)  # its first batch is in the log
+        assert (await client.post(f"{url}/api/chat/{chat}/stop")).status_code == 202
+        events = await asyncio.wait_for(reading, 3)
+    parts = [json.loads(e.data) for e in events if e.data != "[DONE]"]
+    assert parts[-2] == {"type": "error", "errorText": "the stream was stopped on request"}
+    assert parts[-1] == {"type": "finish", "finishReason": "error"}
+    assert observed.closed.is_set()
+    assert observed.yielded < len(WORDS)

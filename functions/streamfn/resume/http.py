@@ -91,6 +91,13 @@ class Resumes:
         await self.streams.stop(head)
         return JSONResponse({"id": id, "stopping": True}, status_code=202)
 
+    async def stop_chat(self, request: Request, chat: str, dialect: Dialect) -> Response:
+        """Stop the AI SDK chat `chat`'s latest stream (the SDK's own `stop()` only leaves)."""
+        id = await self.streams.latest(owner(request), chat)
+        if id is None:
+            return NotResumable(404, "not_found", f"chat {chat} has no stream").response(dialect)
+        return await self.stop(request, id, dialect)
+
     async def chat(self, request: Request, chat: str, dialect: Dialect) -> Response:
         """The AI SDK chat `chat`'s running stream, whole from its first event; 204 when none
         is running (an ended one is the app's to keep, as the SDK's own servers do)."""
