@@ -112,6 +112,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             await registry.prepare()
+            await streams.prepare()
             yield
         finally:
             try:

@@ -63,6 +63,11 @@ class StreamLog(Protocol):
 
     poll_s: float  # how often a follower in another process looks for new pages
 
+    def prepare(self) -> None:
+        """Open what the first write needs (the file, the client), so that no stream pays for
+        it: done at start-up, in a worker thread."""
+        ...
+
     def write(self, heads: Sequence[Head], pages: Sequence[Page]) -> None:
         """Store `heads` (new streams; a head with a chat becomes that chat's latest stream)
         and `pages`, all or, on failure, some: a retry rewrites the same keys."""

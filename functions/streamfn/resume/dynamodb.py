@@ -53,6 +53,9 @@ class DynamoDBStreamLog:
         self._ttl_s = int(ttl_s)
         self._dynamodb = LazyClient(timeout_s)
 
+    def prepare(self) -> None:
+        self._dynamodb()  # loading the service model takes tens of milliseconds
+
     def _items(self, heads: Sequence[Head], pages: Sequence[Page]) -> list[dict[str, Any]]:
         expires = _n(int(time.time()) + self._ttl_s)
         items: list[dict[str, Any]] = []

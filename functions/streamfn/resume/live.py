@@ -180,6 +180,16 @@ class Streams:
             else None
         )
 
+    async def prepare(self) -> None:
+        """Open the log at start-up, in a worker thread, rather than on a stream's first write
+        (where making a boto3 client would hold the GIL while tokens wait)."""
+        if self.log is None:
+            return
+        try:
+            await asyncio.to_thread(self.log.prepare)
+        except Exception:  # serving goes on; each write will say what is wrong
+            logger.exception("the stream log cannot be opened: streams may not resume")
+
     def start(
         self, head: Head, chunks: AsyncGenerator[StreamChunk, None], encode: Encode
     ) -> Producer:

@@ -86,6 +86,10 @@ class SqliteStreamLog:
         connection.execute(f"DELETE FROM chats WHERE stream IN ({old})", (cutoff,))
         connection.execute("DELETE FROM streams WHERE started_at < ?", (cutoff,))
 
+    def prepare(self) -> None:
+        with self._lock:
+            self._connect()
+
     def write(self, heads: Sequence[Head], pages: Sequence[Page]) -> None:
         with self._lock:
             connection = self._connect()
