@@ -158,7 +158,7 @@ export class ChatStream {
 
   /** Stop the stream: the server stops the generation and closes the provider's request. */
   abort() {
-    if (this._opened && !this._ended && !this._controller.signal.aborted) {
+    if (this._opened && this.streamId && !this._ended && !this._controller.signal.aborted) {
       // Leaving is not enough: the server keeps a stream going a while for its client to
       // resume it. Fire and forget; the fetch below is aborted either way.
       const o = this._options;
