@@ -20,7 +20,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from streamfn import __version__
-from streamfn.accounting import Accountant, request_id
+from streamfn.accounting import Accountant, owner, request_id
 from streamfn.auth import AuthMiddleware, open_gate
 from streamfn.dialects import Dialect, aisdk, native, openai
 from streamfn.dialects.native import ChatBody, ChatQuery
@@ -355,9 +355,8 @@ def create_app(
         fields = query.model_dump(exclude_none=True, exclude={"token"})
         token, lifetime = None, None
         if gate.tokens is not None:
-            identity = request.scope.get("streamfn.identity")
-            caller = identity.id if identity is not None else "anonymous"
-            token, lifetime = await gate.tokens.mint(caller, fields)
+            # Its caller is the owner of the streams it starts, and may resume them with it.
+            token, lifetime = await gate.tokens.mint(owner(request), fields)
             fields["token"] = token
         return {"token": token, "expires_in": lifetime, "url": f"chat/stream?{urlencode(fields)}"}
 

@@ -177,7 +177,7 @@ class Pipeline:
         chat = tally.request
         reserve = Usage.estimate(chat.prompt_text(), "").input_tokens + (chat.max_tokens or 0)
         try:
-            tally.lease = await self.quotas.acquire(tally.identity or "anonymous", quota, reserve)
+            tally.lease = await self.quotas.acquire(owner(request), quota, reserve)
         except Exceeded as exc:
             retry_after = str(max(1, math.ceil(exc.retry_after_s)))
             raise Refused(
