@@ -5,7 +5,9 @@ than the servers under test. One timer wakes every paced stream at each tick.
 
 The request's `model` is the script: `fast-N` sends N tokens as fast as the socket takes them,
 `pace-R-N` sends N tokens at R per second, `idle-N` sends N tokens and then nothing until the
-client goes. Token i is the text `t<i> `, so a client can check every stream exactly. The wire
+client goes, `big-N-S` sends N tokens of S characters as fast as `fast` (large answers, for
+memory bounds). Token i is the text `t<i> ` (padded with `x` to S), so a client can check every
+stream exactly. The wire
 format is OpenAI's (https://platform.openai.com/docs/api-reference/chat-streaming): chunked
 `data: {chat.completion.chunk}` lines, a usage chunk, then `data: [DONE]`.
 
@@ -37,11 +39,12 @@ _END = (
     b'"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":%d,"total_tokens":%d}}\n\n'
     b"data: [DONE]\n\n"
 )
-_SCRIPT = re.compile(rb'"model"\s*:\s*"(fast|pace|idle)-(\d+)(?:-(\d+))?"')
+_SCRIPT = re.compile(rb'"model"\s*:\s*"(fast|pace|idle|big)-(\d+)(?:-(\d+))?"')
 
 
-def token(i: int) -> bytes:
-    return _PREFIX + b"t%d " % i + _SUFFIX
+def token(i: int, size: int = 0) -> bytes:
+    text = b"t%d " % i
+    return _PREFIX + text + b"x" * (size - len(text)) + _SUFFIX
 
 
 def chunk(payload: bytes) -> bytes:
@@ -81,6 +84,7 @@ class Upstream(asyncio.Protocol):
         self.sent = 0
         self.total = 0
         self.idle = False
+        self.size = 0  # characters a token, `big` scripts
         self.paused = False
         self.waiting: asyncio.Future[None] | None = None
 
@@ -120,8 +124,9 @@ class Upstream(asyncio.Protocol):
         kind, first, second = script[1], int(script[2]), script[3]
         self.sent = 0
         self.transport.write(_HEAD)
-        if kind == b"fast":
+        if kind in (b"fast", b"big"):
             self.total = first
+            self.size = int(second or 0) if kind == b"big" else 0
             asyncio.get_running_loop().create_task(self._fast())
         elif kind == b"pace":
             self.total = int(second or 0)
@@ -135,7 +140,7 @@ class Upstream(asyncio.Protocol):
         """One write per token, yielding to the loop between them, as a server generating
         tokens does; the reader's socket coalesces them when it reads slower."""
         while self.transport is not None and self.sent < self.total:
-            self.transport.write(chunk(token(self.sent)))
+            self.transport.write(chunk(token(self.sent, self.size)))
             self.sent += 1
             await asyncio.sleep(0)
             if self.paused:

@@ -9,12 +9,18 @@ sent); only then does the request's account settle. The ASGI call returns after 
 
 A store that fails or hangs costs a log line, not the stream: the error is logged with the whole
 record, so no record is lost silently.
+
+A record is also opened as soon as the request reaches a provider (`Accountant.open`), written in
+the background while the provider answers: should the process die before the request settles,
+that record (outcome `interrupted`) is what remains, and a process that finds the stream dead
+in the log completes it (`Accountant.interrupted`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -23,9 +29,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from streamfn.resume import Head
 from streamfn.settings import Settings
 from streamfn.telemetry import Telemetry
-from streamfn.usage import Tally, UsageStore
+from streamfn.usage import Tally, UsageRecord, UsageStore, interrupted_record
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +80,31 @@ class Accountant:
         self._telemetry = Telemetry(settings)
         self._timeout_s = settings.usage_write_timeout_s
 
+    def open(self, tally: Tally) -> UsageRecord:
+        """Open `tally`'s record: written in the background (the request does not wait for
+        it), and awaited by `settle` before the real record replaces it."""
+        record = tally.opening()
+        if self.store is not None:
+            tally.opened = asyncio.ensure_future(self._write(record))
+        return record
+
+    async def interrupted(self, head: Head, output_chars: int) -> None:
+        """The record of `head`'s stream, whose producer died: as opened, with the output the
+        log holds."""
+        if head.record is None or self.store is None:
+            return
+        ended_at = min(time.time(), head.ends_by)
+        record = interrupted_record(head.record, output_chars=output_chars, ended_at=ended_at)
+        await self._write(record)
+
+    async def _write(self, record: UsageRecord) -> None:
+        assert self.store is not None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self.store.write(record)
+        except Exception:
+            logger.exception("usage record not stored", extra={"usage_record": record.fields()})
+
     async def settle(self, tally: Tally, status: int) -> None:
         record = tally.record(status)
         if tally.lease is not None:  # first: a waiting request should not wait for the store
@@ -87,11 +119,9 @@ class Accountant:
             logger.exception("telemetry failed for request %s", record.request_id)
         if self.store is None:
             return
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                await self.store.write(record)
-        except Exception:
-            logger.exception("usage record not stored", extra={"usage_record": record.fields()})
+        if tally.opened is not None:
+            await tally.opened  # never raises: `_write` logs its failures
+        await self._write(record)
 
     async def aclose(self) -> None:
         if self.store is not None:

@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from streamfn import __version__
 from streamfn.accounting import Accountant, owner, request_id
 from streamfn.auth import AuthMiddleware, open_gate
+from streamfn.connection import abortable
 from streamfn.dialects import Dialect, aisdk, native, openai
 from streamfn.dialects.native import ChatBody, ChatQuery
 from streamfn.errors import http_error, on_validation_error, validation_message
@@ -106,6 +107,7 @@ def create_app(
         grace_s=settings.resume_grace_s,
         timeout_s=settings.usage_write_timeout_s,
         prompt_end=settings.lambda_mode(),
+        on_interrupted=accountant.interrupted,
     )
 
     @asynccontextmanager
@@ -132,6 +134,7 @@ def create_app(
         description="Stream LLM responses token by token over Server-Sent Events: streamfn's "
         "own events, OpenAI's Chat Completions API, and the Vercel AI SDK's UI message stream.",
     )
+    abortable(app)
     app.state.settings = settings
     app.state.providers = registry
     app.add_exception_handler(RequestValidationError, on_invalid_body)

@@ -34,6 +34,8 @@ ErrorType: TypeAlias = Literal[
     "internal",  # a bug in streamfn; logged with its traceback
     "stopped",  # ended on purpose (POST /chat/stream/{id}/stop)
     "abandoned",  # no client was reading it: none came back in the grace period, or shutdown
+    "interrupted",  # the process producing it died (a crash, kill -9); found by another
+    "too_large",  # past STREAMFN_MAX_STREAM_BYTES
 ]
 
 
@@ -51,13 +53,17 @@ class Usage:
     cached_input_tokens: int | None = None
 
     @classmethod
-    def estimate(cls, input_text: str, output_text: str) -> Usage:
-        """A rough count (about four characters a token) for when the provider reported none."""
-        return cls(_estimate(input_text), _estimate(output_text), estimated=True)
+    def estimate(cls, input_text: str, output: str | int) -> Usage:
+        """A rough count (about four characters a token) for when the provider reported none:
+        of `input_text`, and of the output (its text, or how many characters it had: a stream
+        counts them rather than keep them)."""
+        chars = output if isinstance(output, int) else len(output)
+        return cls(tokens_in(len(input_text)), tokens_in(chars), estimated=True)
 
 
-def _estimate(text: str) -> int:
-    return (len(text) + 3) // 4
+def tokens_in(chars: int) -> int:
+    """About how many tokens `chars` characters of text are (four a token)."""
+    return (chars + 3) // 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,3 +135,15 @@ Delta: TypeAlias = (
 )
 Final: TypeAlias = Finish | StreamError
 StreamChunk: TypeAlias = Delta | Final
+
+
+def generated(chunk: StreamChunk) -> int:
+    """How many characters of the model's output `chunk` carries: text, reasoning and
+    tool-call arguments (what usage estimates and the size bound count)."""
+    match chunk:
+        case TextDelta(text=text) | ReasoningDelta(text=text):
+            return len(text)
+        case ToolCallDelta(arguments=arguments):
+            return len(arguments)
+        case _:
+            return 0

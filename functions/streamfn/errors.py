@@ -58,6 +58,8 @@ def status_for(error: StreamError) -> int:
             return 409
         case "abandoned":  # nobody is there to read it; for the usage record
             return 499
+        case "interrupted" | "too_large":  # only ever after the first token
+            return 502
         case _:
             assert_never(error.type)
 

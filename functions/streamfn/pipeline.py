@@ -22,7 +22,7 @@ from streamfn.accounting import Accountant, Accounted, identity, owner, request_
 from streamfn.chunks import StreamChunk, Usage
 from streamfn.content import InvalidContent
 from streamfn.dialects import Dialect, Encode
-from streamfn.guard import Timeouts, guard
+from streamfn.guard import Bounds, guard
 from streamfn.providers import ProviderRegistry, ProviderSpec, UnknownProviderError
 from streamfn.quotas import Exceeded, Quota, Quotas, Unavailable, from_settings
 from streamfn.request import ChatRequest, Limits, check
@@ -215,7 +215,13 @@ class Pipeline:
     async def _start(
         self, request: Request, spec: ProviderSpec, chat: ChatRequest, fallbacks: Sequence[str]
     ) -> tuple[Tally, AsyncGenerator[StreamChunk, None]]:
-        tally = Tally(request_id(request), identity(request), spec.name, chat)
+        tally = Tally(
+            request_id(request),
+            identity(request),
+            spec.name,
+            chat,
+            keep_text=self.settings.log_content,
+        )
         await self._lease(request, tally)
         candidates = self._candidates(request, spec, chat, fallbacks)
         settings = self.settings
@@ -223,13 +229,14 @@ class Pipeline:
 
         def open_attempt(index: int, first_token_s: float) -> AsyncGenerator[StreamChunk, None]:
             spec, chat = candidates[index]
-            timeouts = Timeouts(
+            bounds = Bounds(
                 first_token_s=first_token_s,
                 idle_s=settings.idle_timeout_s,
                 total_s=settings.total_timeout_s,
                 deadline=deadline,
+                max_chars=settings.max_stream_bytes,
             )
-            return guard(self.registry.get(spec.name).stream(chat), timeouts)
+            return guard(self.registry.get(spec.name).stream(chat), bounds)
 
         def served(index: int) -> None:
             tally.provider, tally.request = candidates[index][0].name, candidates[index][1]
@@ -242,6 +249,7 @@ class Pipeline:
             settings.first_token_timeout_s,
             served,
         )
+        self.accountant.open(tally)
         return tally, tally.observe(chunks)
 
     async def stream(
@@ -260,10 +268,11 @@ class Pipeline:
         events: resumable by its caller as stream `stream_id` (by default the request's id),
         and as the AI SDK chat `chat_id`'s latest."""
         try:
-            head = await self._head(request, stream_id, chat_id)
+            await self._unused(stream_id)
             tally, chunks = await self._start(request, spec, chat, fallbacks)
         except Refused as exc:
             return exc.response(dialect)
+        head = self._head(request, stream_id, chat_id, tally)
         response = await stream_response(
             self.streams.start(head, chunks, encode),
             request,
@@ -275,8 +284,8 @@ class Pipeline:
         )
         return Accounted(response, tally, self.accountant)
 
-    async def _head(self, request: Request, stream_id: str | None, chat_id: str | None) -> Head:
-        """A new stream's head; `Refused` (409) for a `stream_id` already taken."""
+    async def _unused(self, stream_id: str | None) -> None:
+        """`Refused` (409) for a `stream_id` already taken."""
         if stream_id is not None and await self.streams.head(stream_id) is not None:
             raise Refused(
                 409,
@@ -285,6 +294,11 @@ class Pipeline:
                 "start a new stream with a new id",
                 "stream_id",
             )
+
+    def _head(
+        self, request: Request, stream_id: str | None, chat_id: str | None, tally: Tally
+    ) -> Head:
+        """A new stream's head, with its usage record as opened."""
         settings = self.settings
         now = time.time()
         # By then it has ended: its total timeout, a grace period, and time to write its end.
@@ -295,6 +309,7 @@ class Pipeline:
             chat=chat_id,
             started_at=now,
             ends_by=min(ends_by, _deadline(request, 0) or ends_by),
+            record=tally.opening().to_json() if self.accountant.store is not None else None,
         )
 
     async def complete(

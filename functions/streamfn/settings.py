@@ -121,6 +121,20 @@ class Settings(BaseSettings):
     resume_ttl_s: int = Field(
         default=3600, ge=60, description="How long a stream's events are kept for resuming."
     )
+    resume_max_bytes: int = Field(
+        default=512 << 20,
+        ge=1 << 20,
+        description="The local stream log's bound (SQLite): past it, the oldest ended streams "
+        "are deleted, before their STREAMFN_RESUME_TTL_S.",
+    )
+    max_stream_bytes: int = Field(
+        default=16 << 20,
+        ge=1024,
+        description="The most one stream may carry (characters of text, reasoning and tool-call "
+        "arguments, about bytes): past it the stream ends with a too_large error and its "
+        "upstream request is cancelled. 16 MiB, far above any real answer, bounds what a "
+        "stream holds in memory and in the log.",
+    )
     streams_db: Path = Field(
         default_factory=lambda: _data_dir() / "streams.sqlite3",
         description="SQLite file of the stream log when no DynamoDB table is set.",

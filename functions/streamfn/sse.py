@@ -24,6 +24,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
+from streamfn.connection import abort
 from streamfn.dialects import Event
 from streamfn.watchdog import Watchdog
 
@@ -66,6 +67,10 @@ def encode(event: Event, *, id: str, retry_ms: int | None = None) -> bytes:
         return (_SURROGATE.sub("\ufffd", text) + "\n").encode()
 
 
+# Bytes of events a response buffers while its writes wait; the reader of events waits past it.
+_MAX_BUFFERED = 64 << 10
+
+
 async def _framed(
     events: AsyncGenerator[tuple[int, Event], None], stream: str, retry_ms: int
 ) -> AsyncIterator[bytes]:
@@ -78,17 +83,26 @@ async def _framed(
     back, since the writer takes whatever is there as soon as anything is."""
     loop = asyncio.get_running_loop()
     buffered: list[bytes] = []
+    size = 0  # bytes buffered
     wake: asyncio.Future[None] | None = None
+    room: asyncio.Future[None] | None = None
 
     async def read() -> None:
-        nonlocal wake
+        nonlocal wake, room, size
         retry: int | None = retry_ms  # on the first event of each response
         try:
             async for seq, event in events:
-                buffered.append(encode(event, id=f"{stream}:{seq}", retry_ms=retry))
+                data = encode(event, id=f"{stream}:{seq}", retry_ms=retry)
+                buffered.append(data)
+                size += len(data)
                 retry = None
                 if wake is not None and not wake.done():
                     wake.set_result(None)
+                if size > _MAX_BUFFERED:
+                    # A reader that takes nothing must not pull the whole stream into memory:
+                    # the rest waits where it is (the producer, or the log).
+                    room = loop.create_future()
+                    await room
         finally:
             # However the stream ends (done, failed, or this task cancelled because the client
             # left): closing `events` closes everything upstream of it, the request included.
@@ -106,6 +120,9 @@ async def _framed(
                 continue
             out = buffered[0] if len(buffered) == 1 else b"".join(buffered)
             buffered.clear()
+            size = 0
+            if room is not None and not room.done():
+                room.set_result(None)
             yield out
     finally:
         # When the stream ends early (sse-starlette closes this on a disconnect or a write
@@ -127,7 +144,12 @@ class _Stream(EventSourceResponse):
         try:
             await super().__call__(scope, receive, send)
         except* SendTimeoutError:
-            logger.info("the client took nothing for %s s: treated as gone", self.send_timeout)
+            reset = abort(scope)  # its queued bytes dropped now, not sent on for minutes
+            logger.info(
+                "the client took nothing for %s s: treated as gone%s",
+                self.send_timeout,
+                ", its connection reset" if reset else "",
+            )
         finally:
             self._watchdog.stop()
 

@@ -2,10 +2,17 @@
 
 A `Tally` watches a guarded chunk stream go by and, once the response has been sent, becomes a
 `UsageRecord`. Stores (`streamfn.stores`) keep records; they implement `UsageStore`.
+
+A record is opened when the request reaches a provider (`Tally.opening`, outcome `interrupted`,
+status 0) and replaced by the real one when the request settles: a process that dies in between
+leaves the opened record, which a process that finds the dead stream in the log completes with
+what the log holds (`interrupted_record`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import asdict, dataclass, field, replace
@@ -21,11 +28,14 @@ from streamfn.chunks import (
     TextDelta,
     ToolCallDelta,
     Usage,
+    generated,
+    tokens_in,
 )
 from streamfn.quotas import Lease
 from streamfn.request import ChatRequest
 
-Outcome: TypeAlias = Literal["finished", "errored", "timeout", "cancelled"]
+Outcome: TypeAlias = Literal["finished", "errored", "timeout", "cancelled", "interrupted"]
+FAILED: frozenset[Outcome] = frozenset({"errored", "timeout", "interrupted"})  # what totals count
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +48,7 @@ class UsageRecord:
     provider: str
     model: str
     outcome: Outcome
-    status: int  # the HTTP status the client got
+    status: int  # the HTTP status the client got; 0 while (or if never) known
     input_tokens: int
     output_tokens: int
     usage_estimated: bool  # the stream was cut before the provider reported usage
@@ -50,6 +60,25 @@ class UsageRecord:
 
     def fields(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.fields(), separators=(",", ":"))
+
+
+def interrupted_record(opened: str, *, output_chars: int, ended_at: float) -> UsageRecord:
+    """The record of a request whose process died mid-stream: the record opened at its start
+    (`opened`, as `UsageRecord.to_json` wrote it) with the output its log holds, estimated at
+    about four characters a token, and a 200 if any output had been sent."""
+    record = UsageRecord(**json.loads(opened))
+    return replace(
+        record,
+        outcome="interrupted",
+        status=200 if output_chars else record.status,
+        output_tokens=tokens_in(output_chars),
+        usage_estimated=True,
+        duration_ms=_ms(max(ended_at - record.started_at, 0)),
+        error_type="interrupted",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +92,7 @@ class Totals:
     input_tokens: int
     output_tokens: int
     estimated: int  # requests whose counts are estimates
-    failed: int  # errored or timed out
+    failed: int  # errored, timed out, or interrupted
     cancelled: int
 
 
@@ -86,10 +115,15 @@ class Tally:
     started_at: float = field(default_factory=time.time)
     _start: float = field(default_factory=time.monotonic)
     _first_token: float | None = None
+    # What the model generated: counted, and kept only for a log line that shows it
+    # (STREAMFN_LOG_CONTENT), as a stream can be long.
+    keep_text: bool = False
+    _chars: int = 0
     _text: list[str] = field(default_factory=list)
     _final: Finish | StreamError | None = None
     lease: Lease | None = None  # the request's hold on its identity's limits
     served: bool = False  # a provider (the first, or a fallback) got past its first chunk
+    opened: asyncio.Future[None] | None = None  # the write of the record as opened
 
     async def observe(
         self, chunks: AsyncGenerator[StreamChunk, None]
@@ -105,9 +139,10 @@ class Tally:
                 else:
                     if self._first_token is None:
                         self._first_token = time.monotonic()
-                    if isinstance(chunk, TextDelta | ReasoningDelta):
+                    self._chars += generated(chunk)
+                    if self.keep_text and isinstance(chunk, TextDelta | ReasoningDelta):
                         self._text.append(chunk.text)
-                    elif isinstance(chunk, ToolCallDelta):
+                    elif self.keep_text and isinstance(chunk, ToolCallDelta):
                         self._text.append(chunk.arguments)
                 yield chunk
         finally:
@@ -115,8 +150,14 @@ class Tally:
 
     @property
     def output_text(self) -> str:
-        """What the model generated so far: text, reasoning and tool-call arguments."""
+        """What the model generated so far, text, reasoning and tool-call arguments, when
+        `keep_text`."""
         return "".join(self._text)
+
+    def opening(self) -> UsageRecord:
+        """The record as opened when the request reaches a provider: what it says if the
+        process dies before the request settles."""
+        return replace(self.record(0), outcome="interrupted", error_type="interrupted")
 
     def record(self, status: int) -> UsageRecord:
         """The record, once the response has been sent with `status`."""
@@ -125,7 +166,7 @@ class Tally:
             usage = final.usage
         else:
             # Cut short before the provider reported usage: count what was sent and received.
-            usage = Usage.estimate(self.request.prompt_text(), self.output_text)
+            usage = Usage.estimate(self.request.prompt_text(), self._chars)
         outcome: Outcome
         match final:
             case Finish():

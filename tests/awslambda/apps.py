@@ -90,7 +90,9 @@ class SlowFileStore:
 
     async def write(self, record: UsageRecord) -> None:
         await asyncio.sleep(self.delay_s)
-        line = json.dumps({"request_id": record.request_id, "at": time.monotonic()})
+        line = json.dumps(
+            {"request_id": record.request_id, "status": record.status, "at": time.monotonic()}
+        )
         await asyncio.to_thread(self._append, line)
 
     async def aclose(self) -> None:

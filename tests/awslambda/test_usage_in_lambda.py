@@ -42,9 +42,11 @@ def test_each_record_is_written_after_its_stream_and_before_the_next_invocation(
 
     def writes() -> dict[str, float]:
         lines = usage_file.read_text().splitlines() if usage_file.exists() else []
-        return {w["request_id"]: w["at"] for w in map(json.loads, lines)} if len(lines) == 3 else {}
+        # Settled records only: each request's record is also opened (status 0) at its start.
+        settled = [w for w in map(json.loads, lines) if w["status"] != 0]
+        return {w["request_id"]: w["at"] for w in settled} if len(settled) == 3 else {}
 
-    written = wait_for(writes, "three usage records")
+    written = wait_for(writes, "three settled usage records")
     # The runtime asks for a fourth invocation after the third record: an "asked" per record.
     wait_for(lambda: sum(what == "asked" for _, what, _ in fn.record.calls) >= 4, "4 asks")
     calls = fn.record.calls

@@ -13,7 +13,7 @@ import pytest
 
 from streamfn.chunks import Finish, StreamChunk, StreamError, TextDelta, Usage
 from streamfn.dialects import Event
-from streamfn.resume import Head, Page, StreamLog, position
+from streamfn.resume import LEASE_S, Head, Page, StreamLog, position
 from streamfn.resume.dynamodb import DynamoDBStreamLog
 from streamfn.resume.live import Streams
 from streamfn.resume.sqlite import SqliteStreamLog
@@ -71,10 +71,10 @@ def test_heads_pages_chats_and_stops(log: StreamLog) -> None:
     later = head(chat="chat-1")
     log.write([later], [])
     assert log.latest("me", "chat-1") == later.id  # a chat's latest stream
-    assert log.stopped([a.id, b.id]) == set()
+    assert log.beat([a.id, b.id], [], time.time()).stopped == set()
     log.stop(b.id)
     log.stop("nothing-here")  # no error, nothing made
-    assert log.stopped([a.id, b.id]) == {b.id}
+    assert log.beat([a.id, b.id], [], time.time()).stopped == {b.id}
     assert log.head("nothing-here") is None
 
 
@@ -84,8 +84,83 @@ def test_batches_past_the_apis_limits(log: StreamLog) -> None:
     log.write(heads, [Page(h.id, 1, events(1), end=True) for h in heads])
     for h in heads[::3]:
         log.stop(h.id)
-    assert log.stopped([h.id for h in heads]) == {h.id for h in heads[::3]}
+    beat = log.beat([h.id for h in heads], [h.id for h in heads], time.time())
+    assert beat.stopped == {h.id for h in heads[::3]}
+    assert set(beat.leases) == {h.id for h in heads}
     assert all(log.pages(h.id, 0) for h in heads[-3:])
+
+
+def test_leases_readers_and_who_ends_a_dead_producers_stream(log: StreamLog) -> None:
+    """A producer's heartbeat renews its lease; a reader's marks it present for the producer;
+    a lease not renewed lapses; the first to end a dead producer's stream is the only one."""
+    now = time.time()
+    will = (Event("error", '{"type":"interrupted"}'),)
+    a, b = head(), head()
+    log.write([a, b], [Page(a.id, 2, events(2), will=will, chars=7)])
+    # Written just now: its lease runs LEASE_S from now.
+    lease = log.beat([], [a.id], now).leases[a.id]
+    assert lease is not None
+    assert lease > now
+    # A reads A (from another process): A's producer hears of it; B has no reader.
+    producer = log.beat([a.id, b.id], [], now)
+    assert producer.read == {a.id}
+    assert producer.lost == set()
+    # Later, with no heartbeat from either producer meanwhile: both leases have lapsed.
+    later = now + LEASE_S + 1
+    leases = log.beat([], [a.id, b.id], later).leases
+    assert all(lease is not None and lease < later for lease in leases.values())
+    assert {h.id for h, _ in log.orphans(later)} <= {a.id, b.id}  # none where it cannot list
+    [last] = log.pages(a.id, 0)
+    assert (last.will, last.chars) == (will, 7)
+    end = Page(a.id, 3, will, end=True, chars=7)
+    assert log.interrupt(a.id, end, None)
+    assert not log.interrupt(a.id, end, None)  # ended already: not twice
+    assert [p.end for p in log.pages(a.id, 0)] == [False, True]
+    assert log.pages(a.id, 2)[0].events == will
+    # The producer, were it alive after all, learns it lost its stream.
+    assert log.beat([a.id], [], later).lost == {a.id}
+    assert a.id not in {h.id for h, _ in log.orphans(later)}
+    assert not log.interrupt("nothing-here", end, None)
+
+
+def test_orphans_are_the_streams_of_dead_producers(tmp_path: Path) -> None:
+    log = SqliteStreamLog(tmp_path / "streams.sqlite3", ttl_s=3600)
+    dead, alive, done = head(), head(), head()
+    log.write(
+        [dead, alive, done], [Page(dead.id, 1, events(1)), Page(done.id, 1, events(1), end=True)]
+    )
+    later = time.time() + LEASE_S + 1
+    log.beat([alive.id], [], later - 1)  # renewed until past `later`
+    [(orphan, last)] = log.orphans(later)
+    assert orphan.id == dead.id
+    assert last is not None
+    assert last.last == 1
+    log.close()
+
+
+def test_the_local_log_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past its bound the oldest ended streams go, running ones stay, and the file shrinks."""
+    import streamfn.resume.sqlite as sqlite_log
+
+    monkeypatch.setattr(sqlite_log, "_PRUNE_EVERY_S", 0.0)
+    path = tmp_path / "streams.sqlite3"
+    log = SqliteStreamLog(path, ttl_s=3600, max_bytes=3 << 20)
+    big = tuple(Event("token", "x" * 1000) for _ in range(500))  # about 0.5 MB a page
+    running = head()
+    log.write([running], [Page(running.id, 500, big)])
+    ended = []
+    for _ in range(20):
+        h = head()
+        ended.append(h)
+        log.write([h], [Page(h.id, 500, big), Page(h.id, 1000, big, end=True)])
+    log.write([], [])  # a write prunes
+    kept = [h for h in ended if log.pages(h.id, 0)]
+    assert 0 < len(kept) < 5
+    assert kept == ended[-len(kept) :]  # the newest
+    assert log.pages(running.id, 0)
+    size = path.stat().st_size + (tmp_path / "streams.sqlite3-wal").stat().st_size
+    assert size < 16 << 20, size
+    log.close()
 
 
 async def scripted(*steps: StreamChunk | float) -> AsyncGenerator[StreamChunk, None]:
@@ -131,7 +206,7 @@ async def test_a_stream_stopped_before_its_task_first_runs_still_ends(tmp_path: 
     producer = streams.start(head(), chunks, lambda chunk: [Event(None, type(chunk).__name__)])
     producer.cancel("stopped")  # in the same step as its start
     await asyncio.wait_for(producer.closed(), 5)
-    assert [e.data for e in producer.events] == ["StreamError"]
+    assert [e.data for e in producer.between(0, producer.count)] == ["StreamError"]
     first = producer.first.result()
     assert isinstance(first, StreamError)
     assert first.type == "stopped"

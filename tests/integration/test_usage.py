@@ -29,7 +29,8 @@ Serve = Callable[[ASGIApp], str]
 
 
 def records(db: Path, count: int = 1) -> list[dict[str, Any]]:
-    """The rows in `db` once there are `count` of them (records are written after the response)."""
+    """The rows in `db` once there are `count` of them, settled (a record is opened when its
+    request reaches a provider, status 0, and replaced once its response has been sent)."""
 
     def rows() -> list[dict[str, Any]]:
         if not db.exists():
@@ -40,7 +41,8 @@ def records(db: Path, count: int = 1) -> list[dict[str, Any]]:
                 found = connection.execute("SELECT * FROM usage ORDER BY started_at").fetchall()
             except sqlite3.OperationalError:  # the table is not there yet
                 return []
-        return [dict(r) for r in found] if len(found) >= count else []
+        settled = [dict(r) for r in found if r["status"] != 0]
+        return settled if len(settled) >= count and len(settled) == len(found) else []
 
     return wait_for(rows, f"{count} usage records in {db}")
 
@@ -215,10 +217,12 @@ async def test_the_write_never_delays_the_end_of_the_stream(
     assert store.written == []
     store.release.set()
     deadline = time.monotonic() + 5
-    while not store.written:
+    while len(store.written) < 2:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
-    assert store.written[0].outcome == "finished"
+    # The record as opened when the request reached the provider, then the settled one.
+    assert [r.outcome for r in store.written] == ["interrupted", "finished"]
+    assert [r.status for r in store.written] == [0, 200]
 
 
 class FailingStore:
@@ -258,7 +262,15 @@ async def test_a_store_that_fails_logs_the_whole_record_and_the_stream_is_untouc
         while not any(r.message == "usage record not stored" for r in caplog.records):
             assert time.monotonic() < deadline, "the failed write was not logged"
             await asyncio.sleep(0.02)
-    [failure] = [r for r in caplog.records if r.message == "usage record not stored"]
+    # The record as opened and the settled one: both failed, both logged whole.
+    deadline = time.monotonic() + 15
+    while (
+        len(failures := [r for r in caplog.records if r.message == "usage record not stored"]) < 2
+    ):
+        assert time.monotonic() < deadline, "the settled record's failure was not logged"
+        await asyncio.sleep(0.02)
+    assert [f.usage_record["outcome"] for f in failures] == ["interrupted", "finished"]  # type: ignore[attr-defined]
+    failure = failures[-1]
     assert failure.levelno == logging.ERROR
     assert failure.exc_info is not None
     kept = failure.usage_record  # type: ignore[attr-defined]
@@ -348,6 +360,8 @@ def test_sqlite_store_totals_per_day_provider_and_model(tmp_path: Path) -> None:
     assert (gpt.input_tokens, gpt.output_tokens, gpt.estimated, gpt.failed) == (20, 10, 1, 1)
     assert totals[0].cancelled == 1
     assert [t.day for t in store.totals(since=day + 1)] == ["2025-11-25"]
-    with pytest.raises(sqlite3.IntegrityError):
-        store.write_sync(record(1))
+    # A record written again (opened, then settled) replaces the first: one request, one row.
+    store.write_sync(record(1, outcome="interrupted"))
+    gpt = store.totals()[2]
+    assert (gpt.requests, gpt.failed) == (2, 2)  # interrupted counts as failed
     store.close()

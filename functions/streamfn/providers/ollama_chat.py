@@ -84,7 +84,7 @@ class OllamaProvider:
             ]
         if request.reasoning is not None:
             payload["think"] = request.reasoning.effort or True
-        text: list[str] = []
+        chars = 0  # generated, for an estimate where Ollama leaves its counts out
         reasoning = ReasoningTracker()
         called = False
         try:
@@ -118,7 +118,7 @@ class OllamaProvider:
                     for chunk in _chunks(message, reasoning):
                         called = called or isinstance(chunk, ToolCallEnd)
                         if isinstance(chunk, TextDelta | ReasoningDelta):
-                            text.append(chunk.text)
+                            chars += len(chunk.text)
                         yield chunk
                     if data.get("done"):
                         for chunk in reasoning.close():
@@ -126,7 +126,7 @@ class OllamaProvider:
                         reason: FinishReason = "tool_calls" if called else "stop"
                         if data.get("done_reason") == "length":
                             reason = "length"
-                        yield Finish(reason, _usage(data, request, "".join(text)))
+                        yield Finish(reason, _usage(data, request, chars))
                         return
         except httpx.TimeoutException:
             yield upstream.timed_out(NAME)
@@ -148,7 +148,7 @@ def _error_text(body: bytes) -> str:
     return str(data.get("error", "")) if isinstance(data, dict) else str(data)[:200]
 
 
-def _usage(done: dict[str, Any], request: ChatRequest, output: str) -> Usage:
+def _usage(done: dict[str, Any], request: ChatRequest, output: int) -> Usage:
     prompt, generated = done.get("prompt_eval_count"), done.get("eval_count")
     if isinstance(prompt, int) and isinstance(generated, int):
         return Usage(prompt, generated)

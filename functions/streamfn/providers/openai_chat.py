@@ -130,7 +130,7 @@ class OpenAIChatProvider:
             return
         finish: FinishReason | None = None
         usage: Usage | None = None
-        text: list[str] = []
+        chars = 0  # generated, for an estimate when the server reports no usage
         calls = ToolCallAssembler()
         reasoning = ReasoningTracker()
         reader = SSEReader()
@@ -155,9 +155,9 @@ class OpenAIChatProvider:
                         if delta:
                             for out in _deltas(delta, calls, reasoning):
                                 if isinstance(out, TextDelta | ReasoningDelta):
-                                    text.append(out.text)
+                                    chars += len(out.text)
                                 elif isinstance(out, ToolCallDelta):
-                                    text.append(out.arguments)
+                                    chars += len(out.arguments)
                                 yield out
                         if (reason := choice.get("finish_reason")) is not None and finish is None:
                             finish = _FINISH.get(reason, "stop")
@@ -181,7 +181,7 @@ class OpenAIChatProvider:
             yield upstream.truncated(self.name)
             return
         if usage is None:  # servers that ignore stream_options
-            usage = Usage.estimate(request.prompt_text(), "".join(text))
+            usage = Usage.estimate(request.prompt_text(), chars)
         yield Finish(finish, usage)
 
     def _mid_stream(self, error: Any) -> StreamChunk:

@@ -3,8 +3,14 @@
 One task for the whole process gathers for a tenth of a second whatever every stream produced,
 then writes it in one call (a SQLite transaction, or BatchWriteItem calls of 25 items), so a
 thousand streams cost a write per tick, not a write per token, and no write is on a token's path.
-A stream's head goes with its first batch. Twice a second it also asks the log whether any of
-its live streams was stopped from another process.
+A stream's head goes with its first batch, and each batch's last page of a stream carries its
+will (what ends it if its producer dies there).
+
+Every `beat_s` (the log's) it also beats for the whole process, in one call: it renews the
+leases of the streams produced here and the presence of the readers here of streams produced
+elsewhere, and learns which of its streams were stopped or ended from another process, which
+have readers elsewhere, and whether the producers of those it follows are alive. Every few
+seconds it sweeps the log for streams whose producers died.
 """
 
 from __future__ import annotations
@@ -18,12 +24,12 @@ from typing import TYPE_CHECKING
 from streamfn.resume import Head, Page, StreamLog
 
 if TYPE_CHECKING:
-    from streamfn.resume.live import Producer
+    from streamfn.resume.live import Producer, Streams
 
 logger = logging.getLogger(__name__)
 
 _FLUSH_S = 0.1  # how long the journal gathers events before it writes a batch
-_STOP_CHECK_S = 0.5
+_SWEEP_S = 5.0  # between two sweeps for dead producers' streams
 _RETRY_S = 1.0  # after a failed write
 _ATTEMPTS = 3  # writes of one batch before it is given up
 # A page's characters: under DynamoDB's 400 KB item limit even at four UTF-8 bytes each. (A
@@ -35,13 +41,13 @@ class Journal:
     def __init__(
         self,
         log: StreamLog,
-        live: dict[str, Producer],
+        streams: Streams,
         *,
         timeout_s: float,
         prompt_end: bool,
     ) -> None:
         self.log = log
-        self._live = live  # the registry's producers: those whose stops it checks
+        self._streams = streams  # whose producers and readers it beats for
         self._timeout_s = timeout_s
         self._dirty: dict[str, Producer] = {}
         self._wakeup = asyncio.Event()
@@ -56,6 +62,10 @@ class Journal:
 
     def changed(self, producer: Producer) -> None:
         self._dirty[producer.head.id] = producer
+        self.wake()
+
+    def wake(self) -> None:
+        """Something to write or to beat for: start the task if it is not running."""
         if self._task is None:
             # Its events are made with the journal: an app may be served by one event loop,
             # shut down, and served by another (a test client's lifespans).
@@ -79,9 +89,11 @@ class Journal:
             self._ending -= urgent
 
     async def _write_loop(self) -> None:
-        wakeup, next_check = self._wakeup, 0.0
+        wakeup, next_beat, next_sweep = self._wakeup, 0.0, time.monotonic() + _SWEEP_S
+        streams, beat_s = self._streams, self.log.beat_s
         while True:
-            timeout = _STOP_CHECK_S if self._live else None
+            busy = bool(streams.live or streams.reading or streams.left)
+            timeout = beat_s if busy else _SWEEP_S
             try:
                 async with asyncio.timeout(timeout):
                     await wakeup.wait()
@@ -95,30 +107,50 @@ class Journal:
             self._urgent.clear()
             if not await self._flush():
                 await asyncio.sleep(_RETRY_S)
-            if self._live and time.monotonic() >= next_check:
-                next_check = time.monotonic() + _STOP_CHECK_S
-                await self._check_stops()
+            now = time.monotonic()
+            if (streams.live or streams.reading or streams.left) and now >= next_beat:
+                next_beat = now + beat_s
+                await self._beat()
+            if now >= next_sweep:
+                next_sweep = now + _SWEEP_S
+                try:
+                    await streams.sweep()
+                except Exception:
+                    logger.exception("could not sweep the stream log for dead producers")
 
     def _batch(self) -> tuple[list[Head], list[Page], list[tuple[Producer, int, int, bool]]]:
         heads: list[Head] = []
         pages: list[Page] = []
         marks: list[tuple[Producer, int, int, bool]] = []
         for producer in self._dirty.values():
+            ended = producer.ended and not producer.durable.done()
+            if producer.lost:  # another process wrote its end: nothing more of it
+                marks.append((producer, producer.count, producer.page_start, ended))
+                continue
             if not producer.head_written:
                 heads.append(producer.head)
-            events, start = producer.events, producer.written
-            end = len(events)
-            ended = producer.ended and not producer.durable.done()
+            start, end = producer.written, producer.count
             page_start = producer.page_start
             if ended and start == end and end > 0:
                 start = page_start  # nothing new since the last page: rewrite it, ended
+            events = producer.between(start, end)
+            will = () if ended else producer.will()
+            offset = start
             while start < end:
-                stop, size = start + 1, len(events[start].data)
-                while stop < end and size + len(events[stop].data) <= _PAGE_CHARS:
-                    size += len(events[stop].data)
+                stop, size = start + 1, len(events[start - offset].data)
+                while stop < end and size + len(events[stop - offset].data) <= _PAGE_CHARS:
+                    size += len(events[stop - offset].data)
                     stop += 1
+                last = stop == end
                 pages.append(
-                    Page(producer.head.id, stop, tuple(events[start:stop]), ended and stop == end)
+                    Page(
+                        producer.head.id,
+                        stop,
+                        tuple(events[start - offset : stop - offset]),
+                        ended and last,
+                        will if last else (),
+                        producer.chars,
+                    )
                 )
                 page_start, start = start, stop
             marks.append((producer, end, page_start, ended))
@@ -151,19 +183,24 @@ class Journal:
         for producer, written, page_start, ended in marks:
             producer.head_written = True
             producer.written, producer.page_start = written, page_start
+            producer.persisted()
             if ended:
                 producer.durable.set_result(None)
         return True
 
-    async def _check_stops(self) -> None:
+    async def _beat(self) -> None:
+        streams = self._streams
+        producing = [id for id, p in streams.live.items() if p.head_written]
+        reading = list(streams.reading)
+        left = [id for id in streams.left if id not in streams.reading]
+        streams.left.clear()
         try:
-            stopped = await asyncio.to_thread(self.log.stopped, list(self._live))
+            beat = await asyncio.to_thread(self.log.beat, producing, reading, time.time(), left)
         except Exception:
-            logger.exception("could not check the stream log for stop requests")
+            logger.exception("stream log heartbeat failed")
             return
-        for id in stopped:
-            if (producer := self._live.get(id)) is not None:
-                producer.cancel("stopped")
+        streams.leases.update((id, beat.leases.get(id)) for id in reading if id in streams.reading)
+        streams.heard(beat.stopped, beat.lost, beat.read)
 
     async def aclose(self) -> None:
         """Stop the task, write what is left, close the log."""

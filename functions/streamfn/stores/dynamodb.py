@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from streamfn.usage import Totals, UsageRecord
+from streamfn.usage import FAILED, Totals, UsageRecord
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
@@ -110,7 +110,7 @@ class DynamoDBUsageStore:
                         int(found.get("input_tokens", 0)),
                         int(found.get("output_tokens", 0)),
                         int(bool(found.get("usage_estimated"))),
-                        int(outcome in ("errored", "timeout")),
+                        int(outcome in FAILED),
                         int(outcome == "cancelled"),
                     )
                 ):

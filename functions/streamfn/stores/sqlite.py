@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from streamfn.usage import Totals, UsageRecord
+from streamfn.usage import FAILED, Totals, UsageRecord
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -31,13 +31,17 @@ CREATE INDEX IF NOT EXISTS usage_started_at ON usage (started_at);
 """
 
 _COLUMNS = tuple(UsageRecord.__dataclass_fields__)
-_INSERT = f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+# A request's record is opened at its start and replaced when it settles.
+_INSERT = (
+    f"INSERT OR REPLACE INTO usage ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
 
 # Totals per UTC day, provider and model, newest day first.
-_TOTALS = """
+_TOTALS = f"""
 SELECT date(started_at, 'unixepoch') AS day, provider, model,
        count(*), sum(input_tokens), sum(output_tokens), sum(usage_estimated),
-       sum(outcome IN ('errored', 'timeout')), sum(outcome = 'cancelled')
+       sum(outcome IN ({", ".join(f"'{o}'" for o in sorted(FAILED))})), sum(outcome = 'cancelled')
 FROM usage WHERE started_at >= ?
 GROUP BY day, provider, model
 ORDER BY day DESC, provider, model
