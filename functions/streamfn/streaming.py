@@ -26,7 +26,7 @@ from streamfn.chunks import (
 from streamfn.content import Reasoning, ToolCall
 from streamfn.dialects import Dialect
 from streamfn.errors import retry_headers, status_for
-from streamfn.resume.live import Producer
+from streamfn.resume.producer import Producer
 from streamfn.sse import event_stream
 
 logger = logging.getLogger(__name__)

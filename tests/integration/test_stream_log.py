@@ -66,6 +66,11 @@ def test_heads_pages_chats_and_stops(log: StreamLog) -> None:
     assert [p.last for p in log.pages(a.id, 3)] == [5]  # only pages with events after 3
     assert log.pages(a.id, 2)[0].after(2) == [(3, Event("token", "t3"))]
     assert log.pages(b.id, 0) == []
+    assert [p.last for p in log.pages(a.id, 0, limit=1)] == [3]
+    last = log.last_page(a.id)
+    assert last is not None
+    assert (last.last, last.end) == (5, True)
+    assert log.last_page(b.id) is None
     assert log.latest("me", "chat-1") == a.id
     assert log.latest("someone else", "chat-1") is None
     later = head(chat="chat-1")

@@ -2,8 +2,9 @@
 connection can come back (`GET /chat/stream/{id}`, EventSource's own reconnect, the AI SDK's
 `resume`) and get what it missed, then the rest live.
 
-- `live`: the producer that runs a stream apart from any one connection (it outlives its
-  client for a grace period), and the process's registry of them.
+- `producer`: what runs one stream apart from any one connection (it outlives its client for a
+  grace period), holding a bounded window of its events.
+- `live`: the process's registry of producers and of the streams it follows from the log.
 - `journal`: one task per process that writes their events to the log in batches, and keeps
   their ownership there (`beat`).
 - The log, behind `StreamLog`: SQLite locally (`sqlite`), DynamoDB in AWS (`dynamodb`), where a
@@ -113,8 +114,12 @@ class StreamLog(Protocol):
 
     def head(self, id: str) -> Head | None: ...
 
-    def pages(self, id: str, after: int) -> list[Page]:
-        """The pages holding events numbered above `after`, in order."""
+    def pages(self, id: str, after: int, limit: int | None = None) -> list[Page]:
+        """The pages holding events numbered above `after`, in order (the first `limit`)."""
+        ...
+
+    def last_page(self, id: str) -> Page | None:
+        """The stream's last page written, if any (whether it has ended, and where)."""
         ...
 
     def latest(self, owner: str, chat: str) -> str | None:

@@ -123,7 +123,7 @@ class DynamoDBStreamLog:
             return None
         return _head(id, found)
 
-    def pages(self, id: str, after: int) -> list[Page]:
+    def pages(self, id: str, after: int, limit: int | None = None) -> list[Page]:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "#stream = :stream AND #seq > :after",
@@ -131,23 +131,28 @@ class DynamoDBStreamLog:
             "ExpressionAttributeValues": {":stream": _s(id), ":after": _n(max(after, 0))},
             "ConsistentRead": True,
         }
+        if limit is not None:
+            kwargs["Limit"] = limit
         out: list[Page] = []
         while True:
             found = self._dynamodb().query(**kwargs)
-            for item in found.get("Items", []):
-                out.append(
-                    Page(
-                        id,
-                        int(item["seq"]["N"]),
-                        events_of(item["events"]["S"]),
-                        bool(item.get("end", {}).get("BOOL")),
-                        events_of(item["will"]["S"]) if "will" in item else (),
-                        int(item["chars"]["N"]) if "chars" in item else 0,
-                    )
-                )
-            if "LastEvaluatedKey" not in found:
-                return out
+            out += [_page(id, item) for item in found.get("Items", [])]
+            if "LastEvaluatedKey" not in found or (limit is not None and len(out) >= limit):
+                return out[:limit]
             kwargs["ExclusiveStartKey"] = found["LastEvaluatedKey"]
+
+    def last_page(self, id: str) -> Page | None:
+        found = self._dynamodb().query(
+            TableName=self.table,
+            KeyConditionExpression="#stream = :stream AND #seq > :zero",
+            ExpressionAttributeNames={"#stream": "stream", "#seq": "seq"},
+            ExpressionAttributeValues={":stream": _s(id), ":zero": _n(0)},
+            ConsistentRead=True,
+            ScanIndexForward=False,
+            Limit=1,
+        )
+        items = found.get("Items", [])
+        return _page(id, items[0]) if items else None
 
     def latest(self, owner: str, chat: str) -> str | None:
         found = self._dynamodb().get_item(
@@ -267,4 +272,15 @@ def _head(id: str, found: dict[str, Any]) -> Head:
         ends_by=float(found["ends_by"]["N"]),
         will=events_of(will["S"]) if will else (),
         record=record["S"] if record else None,
+    )
+
+
+def _page(id: str, item: dict[str, Any]) -> Page:
+    return Page(
+        id,
+        int(item["seq"]["N"]),
+        events_of(item["events"]["S"]),
+        bool(item.get("end", {}).get("BOOL")),
+        events_of(item["will"]["S"]) if "will" in item else (),
+        int(item["chars"]["N"]) if "chars" in item else 0,
     )

@@ -21,10 +21,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from streamfn import memory
 from streamfn.resume import Head, Page, StreamLog
 
 if TYPE_CHECKING:
-    from streamfn.resume.live import Producer, Streams
+    from streamfn.resume.live import Streams
+    from streamfn.resume.producer import Producer
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class Journal:
         self._ending = 0
         self._task: asyncio.Task[None] | None = None
         self._failures = 0  # writes failed in a row
+        self._ended_since_trim = False
 
     def changed(self, producer: Producer) -> None:
         self._dirty[producer.head.id] = producer
@@ -72,6 +75,11 @@ class Journal:
             self._wakeup, self._urgent = asyncio.Event(), asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._write_loop())
         self._wakeup.set()
+
+    def hurry(self) -> None:
+        """Write the next batch without gathering for `_FLUSH_S` first."""
+        self.wake()
+        self._urgent.set()
 
     async def settled(self, producer: Producer) -> None:
         """Wait (within the timeout) until the log has `producer`'s stream to its end."""
@@ -117,6 +125,10 @@ class Journal:
                     await streams.sweep()
                 except Exception:
                     logger.exception("could not sweep the stream log for dead producers")
+                if self._ended_since_trim:
+                    # Streams have ended: what their events took can go back to the system.
+                    self._ended_since_trim = False
+                    await asyncio.to_thread(memory.release)
 
     def _batch(self) -> tuple[list[Head], list[Page], list[tuple[Producer, int, int, bool]]]:
         heads: list[Head] = []
@@ -186,6 +198,7 @@ class Journal:
             producer.persisted()
             if ended:
                 producer.durable.set_result(None)
+                self._ended_since_trim = True
         return True
 
     async def _beat(self) -> None:

@@ -211,18 +211,31 @@ class SqliteStreamLog:
             )
         return _head(row) if row is not None else None
 
-    def pages(self, id: str, after: int) -> list[Page]:
+    def pages(self, id: str, after: int, limit: int | None = None) -> list[Page]:
         with self._lock:
             rows = (
                 self._connect()
                 .execute(
                     "SELECT last, events, end, will, chars FROM pages "
-                    "WHERE stream = ? AND last > ? ORDER BY last",
-                    (id, after),
+                    "WHERE stream = ? AND last > ? ORDER BY last LIMIT ?",
+                    (id, after, -1 if limit is None else limit),
                 )
                 .fetchall()
             )
         return [_page(id, *row) for row in rows]
+
+    def last_page(self, id: str) -> Page | None:
+        with self._lock:
+            row = (
+                self._connect()
+                .execute(
+                    "SELECT last, events, end, will, chars FROM pages WHERE stream = ? "
+                    "ORDER BY last DESC LIMIT 1",
+                    (id,),
+                )
+                .fetchone()
+            )
+        return _page(id, *row) if row is not None else None
 
     def latest(self, owner: str, chat: str) -> str | None:
         with self._lock:
@@ -304,15 +317,7 @@ class SqliteStreamLog:
             heads = connection.execute(
                 f"SELECT {_HEAD} FROM streams WHERE NOT ended AND lease_until < ?", (now,)
             ).fetchall()
-            out: list[tuple[Head, Page | None]] = []
-            for row in heads:
-                last = connection.execute(
-                    "SELECT last, events, end, will, chars FROM pages WHERE stream = ? "
-                    "ORDER BY last DESC LIMIT 1",
-                    (row[0],),
-                ).fetchone()
-                out.append((_head(row), _page(row[0], *last) if last else None))
-        return out
+        return [(head, self.last_page(head.id)) for head in map(_head, heads)]
 
     def close(self) -> None:
         with self._lock:
