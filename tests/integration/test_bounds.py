@@ -52,7 +52,7 @@ def test_a_stream_past_its_size_bound_ends_too_large(tmp_path: Path) -> None:
 async def test_a_reader_far_behind_gets_every_event_from_the_log(
     serve: Serve, tmp_path: Path
 ) -> None:
-    """A reader that takes nothing for a second while 4 MB are produced, then reads: the
+    """A reader that takes nothing while 4 MB are produced, then reads: the
     producer went on without it, holding only a window, and the rest comes from the log,
     every event once and in order."""
     piece = "y" * 4000
@@ -70,8 +70,9 @@ async def test_a_reader_far_behind_gets_every_event_from_the_log(
         sock = response.extensions["network_stream"].get_extra_info("socket")
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await asyncio.sleep(1.0)
-        assert observed.closed.is_set(), "the producer waited for the reader"
+        # The producer goes on to the end without the reader (on a loaded machine, give it
+        # time): it holds only a window, the rest is in the log.
+        assert await asyncio.to_thread(observed.closed.wait, 20), "it waited for the reader"
         events = await read_events(response)
         await response.aclose()
     assert text_of(events) == "".join(f"{i}:{piece}" for i in range(1000))
