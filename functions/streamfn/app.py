@@ -11,7 +11,7 @@ from importlib.resources import files
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
@@ -23,9 +23,15 @@ from streamfn import __version__
 from streamfn.accounting import Accountant, owner, request_id
 from streamfn.auth import AuthMiddleware, open_gate
 from streamfn.connection import abortable
+from streamfn.controls import NO_CONTROLS
 from streamfn.dialects import Dialect, aisdk, native, openai
 from streamfn.dialects.native import ChatBody, ChatQuery
-from streamfn.errors import http_error, on_validation_error, validation_message
+from streamfn.errors import (
+    control_character,
+    http_error,
+    on_validation_error,
+    validation_message,
+)
 from streamfn.limits import BodySizeLimit
 from streamfn.openapi import UNAUTHORIZED, OptionsAllow, responses
 from streamfn.pipeline import Pipeline, Refused
@@ -45,6 +51,10 @@ logger = logging.getLogger(__name__)
 @cache
 def _static(name: str) -> str:
     return (files("streamfn") / "static" / name).read_text(encoding="utf-8")
+
+
+# A stream's or a chat's id in a path: a log key, and a header's value (streamfn.controls).
+PathId = Annotated[str, Path(pattern=NO_CONTROLS)]
 
 
 async def _unchecked() -> None:
@@ -79,6 +89,8 @@ async def on_invalid_body(request: Request, exc: Exception) -> Response:
     dialect = _dialect(request)
     if dialect is native.DIALECT:
         return await on_validation_error(request, exc)
+    if (refused := control_character(exc.errors())) is not None:
+        return dialect.error(400, "bad_request", refused[0], param=refused[1])
     message, param = validation_message(request, exc.errors())
     return dialect.error(400, "invalid_request", message, param=param)
 
@@ -222,7 +234,7 @@ def create_app(
         tags=["streamfn"],
     )
     async def chat_stream_resume(
-        id: str, request: Request, after: Annotated[int | None, Query(ge=0)] = None
+        id: PathId, request: Request, after: Annotated[int | None, Query(ge=0)] = None
     ) -> Response:
         """Resume stream `id` (the `X-Stream-Id` of its response): the events after
         `Last-Event-ID` (or `?after=N`; none: from the start), then the rest live."""
@@ -239,7 +251,7 @@ def create_app(
         },
         tags=["streamfn"],
     )
-    async def chat_stream_stop(id: str, request: Request) -> Response:
+    async def chat_stream_stop(id: PathId, request: Request) -> Response:
         """End stream `id` now: its upstream request is cancelled, and its readers get a last
         `error` event of type `stopped`. (Leaving no longer does, with resume on.)"""
         return await resumes.stop(request, id, native.DIALECT)
@@ -330,7 +342,7 @@ def create_app(
         },
         tags=["Vercel AI SDK"],
     )
-    async def aisdk_resume(chat_id: str, request: Request) -> Response:
+    async def aisdk_resume(chat_id: PathId, request: Request) -> Response:
         """The AI SDK's `resumeStream()` (`useChat({ resume: true })`): the chat's running
         stream, replayed whole from its `start` (same `messageId`), then live; 204 when none
         is running."""
@@ -345,7 +357,7 @@ def create_app(
         },
         tags=["Vercel AI SDK"],
     )
-    async def aisdk_stop(chat_id: str, request: Request) -> Response:
+    async def aisdk_stop(chat_id: PathId, request: Request) -> Response:
         """Stop the chat's latest stream, as `POST /chat/stream/{id}/stop` does: for `useChat`
         with `resume`, whose own `stop()` only drops the connection."""
         return await resumes.stop_chat(request, chat_id, aisdk.DIALECT)

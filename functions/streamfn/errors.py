@@ -4,6 +4,7 @@ retryable}}`, the same JSON an `error` event carries once a stream has begun."""
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, assert_never
@@ -14,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from streamfn.chunks import StreamError
+from streamfn.controls import describe
 
 
 def error_response(
@@ -73,8 +75,21 @@ def retry_headers(error: StreamError) -> dict[str, str]:
     return {}
 
 
+# What pydantic puts in a location besides the fields: where the value is, and which member of
+# a union it was checked against (`NamedToolIn`, `str`, `list[...]`, `literal[...]`).
+_NOT_FIELDS = frozenset({"body", "query", "path", "str", "int", "float", "bool", "none"})
+
+
+def _field(part: object) -> bool:
+    if isinstance(part, int):
+        return True
+    text = str(part)
+    return text not in _NOT_FIELDS and "[" not in text and not text[:1].isupper()
+
+
 def _where(error: Any) -> str:
-    return ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query"))
+    """The field of `error`, as the body names it: `tool_choice.name`."""
+    return ".".join(str(p) for p in error.get("loc", ()) if _field(p))
 
 
 def _describe(errors: Sequence[Any]) -> str:
@@ -83,6 +98,19 @@ def _describe(errors: Sequence[Any]) -> str:
         where = _where(error)
         parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
     return "; ".join(parts)
+
+
+def control_character(errors: Sequence[Any]) -> tuple[str, str] | None:
+    """The message and the field of a value refused for a control character (the pattern of
+    streamfn.controls, or a stricter one such as a stream id's), if one was: that is a 400
+    naming the field on every route, not a malformed body."""
+    for error in errors:
+        value = error.get("input")
+        pattern = error.get("type") == "string_pattern_mismatch" and isinstance(value, str)
+        if pattern and (why := describe(value)) is not None:
+            where = _where(error) or "the value"
+            return f"{where} {why}", where
+    return None
 
 
 def validation_message(request: Request, errors: Sequence[Any]) -> tuple[str, str | None]:
@@ -115,6 +143,8 @@ def validation_message(request: Request, errors: Sequence[Any]) -> tuple[str, st
 
 async def on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    if (refused := control_character(exc.errors())) is not None:
+        return error_response(400, HTTP_ERROR_TYPES[400], refused[0], param=refused[1])
     message, param = validation_message(request, exc.errors())
     # FastAPI's `detail` list is kept for clients that read it; `input` is dropped so a rejected
     # body (which may be large, or hold a secret) is not echoed back.
@@ -122,8 +152,24 @@ async def on_validation_error(request: Request, exc: Exception) -> Response:
     return error_response(422, HTTP_ERROR_TYPES[422], message, param=param, detail=detail)
 
 
-# What Starlette says of a body that `json.loads` cannot even decode (not UTF-8).
+# What FastAPI says of a body that `json.loads` raised on other than for its syntax (the
+# `JSONDecodeError`s, which become validation errors): the exception is its `__cause__`.
 UNREADABLE_BODY = "There was an error parsing the body"
+
+
+def _unreadable(cause: BaseException | None) -> str:
+    """Why `json.loads` could not read a body, from what it raised."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not JSON: it is not valid UTF-8 ({cause.reason} at byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "the body's JSON is nested too deeply to be read (arrays and objects within others)"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        # Python's int_max_str_digits (4300 by default): no real request holds such a number.
+        return (
+            f"the body's JSON holds an integer too large to be read (more than "
+            f"{sys.get_int_max_str_digits()} digits)"
+        )
+    return f"the body cannot be read as JSON ({type(cause).__name__})"
 
 
 # Error types of responses that are not about a provider (those come from `status_for`). Spelt
@@ -140,6 +186,6 @@ HTTP_ERROR_TYPES = {
 def http_error(exc: HTTPException) -> tuple[int, str, str]:
     """The status, error type and message of an HTTP error raised by routing or body reading."""
     if exc.status_code == 400 and exc.detail == UNREADABLE_BODY:
-        return 422, HTTP_ERROR_TYPES[422], "the body is not JSON: it is not even valid UTF-8"
+        return 422, HTTP_ERROR_TYPES[422], _unreadable(exc.__cause__)
     message = str(exc.detail) if exc.detail else HTTPStatus(exc.status_code).phrase
     return exc.status_code, HTTP_ERROR_TYPES.get(exc.status_code, "http_error"), message

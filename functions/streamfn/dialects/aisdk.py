@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,8 +45,10 @@ from streamfn.content import (
     ToolCall,
     image_from_url,
 )
+from streamfn.controls import NO_CONTROLS
 from streamfn.dialects import Event, dumps
 from streamfn.dialects.native import (
+    FallbackName,
     MaxTokens,
     ModelName,
     NamedToolIn,
@@ -72,12 +74,12 @@ class UIPart(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    type: str = Field(max_length=256)
+    type: str = Field(max_length=256, pattern=NO_CONTROLS)  # tool-<name>: a tool's name
     text: str | None = None
     url: str | None = None  # file parts
     mediaType: str | None = None
-    toolCallId: str | None = Field(default=None, max_length=256)
-    toolName: str | None = None
+    toolCallId: str | None = Field(default=None, max_length=256, pattern=NO_CONTROLS)
+    toolName: str | None = Field(default=None, max_length=64, pattern=NO_CONTROLS)
     state: str | None = None
     input: Any = None
     output: Any = None
@@ -88,7 +90,7 @@ class UIPart(BaseModel):
 class UIMessage(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    id: str = Field(default="", max_length=256)
+    id: str = Field(default="", max_length=256, pattern=NO_CONTROLS)  # may be the answer's id
     role: Literal["system", "user", "assistant"]
     parts: list[UIPart] = Field(max_length=1000)
 
@@ -98,10 +100,10 @@ class ChatBody(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    id: str | None = Field(default=None, max_length=256)
+    id: str | None = Field(default=None, max_length=256, pattern=NO_CONTROLS)  # the chat's
     messages: list[UIMessage] = Field(min_length=1, max_length=1000)
     trigger: str | None = None
-    messageId: str | None = Field(default=None, max_length=256)
+    messageId: str | None = Field(default=None, max_length=256, pattern=NO_CONTROLS)
     provider: ProviderName = None
     model: ModelName = None
     system: str | None = None
@@ -111,7 +113,7 @@ class ChatBody(BaseModel):
     tools: list[ToolIn] | None = Field(default=None, max_length=128)
     tool_choice: Literal["auto", "none", "required"] | NamedToolIn | None = None
     reasoning: ReasoningOptionIn | None = None
-    fallbacks: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+    fallbacks: list[FallbackName] = Field(
         default=[], max_length=5, description="provider/model alternatives, as /chat/stream's"
     )
 

@@ -53,18 +53,23 @@ from streamfn.content import (
     ToolChoice,
     image_from_url,
 )
+from streamfn.controls import NO_CONTROLS
 from streamfn.dialects import Event, dumps
 from streamfn.errors import error_body, error_response
 from streamfn.request import ChatRequest, Limits
 from streamfn.resume import STREAM_ID
 
 # Field constraints shared by the POST body and the GET query, so both reject the same input.
-ProviderName = Annotated[str | None, Field(min_length=1, max_length=64)]
-ModelName = Annotated[str | None, Field(min_length=1, max_length=256)]
+# Names and ids can reach a response header, a log key or an upstream URL: no control
+# characters (streamfn.controls).
+ProviderName = Annotated[str | None, Field(min_length=1, max_length=64, pattern=NO_CONTROLS)]
+ModelName = Annotated[str | None, Field(min_length=1, max_length=256, pattern=NO_CONTROLS)]
+FallbackName = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_CONTROLS)]
+ToolName = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_CONTROLS)]
 MaxTokens = Annotated[int | None, Field(ge=1, le=1_000_000)]
 Temperature = Annotated[float | None, Field(ge=0, le=2)]
 TopP = Annotated[float | None, Field(gt=0, le=1)]
-Id = Annotated[str, Field(min_length=1, max_length=256)]
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_CONTROLS)]
 
 
 StreamId = Annotated[
@@ -100,7 +105,7 @@ ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 class ToolCallIn(_Strict):
     id: Id
-    name: str = Field(min_length=1, max_length=64)
+    name: ToolName
     arguments: str = Field(default="{}", description="The arguments as a JSON text.")
 
     @field_validator("arguments", mode="before")
@@ -147,7 +152,7 @@ class MessageIn(_Strict):
 
 
 class ToolIn(_Strict):
-    name: str = Field(min_length=1, max_length=64)
+    name: ToolName
     description: str | None = Field(default=None, max_length=10_000)
     parameters: dict[str, Any] = Field(
         default_factory=lambda: {"type": "object", "properties": {}},
@@ -156,7 +161,7 @@ class ToolIn(_Strict):
 
 
 class NamedToolIn(_Strict):
-    name: str = Field(min_length=1, max_length=64)
+    name: ToolName
 
 
 class ReasoningOptionIn(_Strict):
@@ -186,7 +191,7 @@ class ChatBody(_Strict):
     tool_choice: Literal["auto", "none", "required"] | NamedToolIn | None = None
     parallel_tool_calls: bool | None = None
     reasoning: ReasoningOptionIn | None = None
-    fallbacks: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+    fallbacks: list[FallbackName] = Field(
         default=[],
         max_length=5,
         description="provider/model alternatives tried in order if this one fails before its "

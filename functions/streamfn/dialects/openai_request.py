@@ -23,6 +23,7 @@ from streamfn.content import (
     ToolChoice,
     image_from_url,
 )
+from streamfn.controls import NO_CONTROLS
 from streamfn.request import ChatRequest, Limits
 
 # Fields accepted and ignored: they do not change the answer, or are hints a gateway may drop.
@@ -59,13 +60,19 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+# Names and ids can reach a response header, a log key or an upstream URL: no control
+# characters (streamfn.controls).
+Name = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_CONTROLS)]
+ToolName = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_CONTROLS)]
+
+
 class FunctionCallIn(_Open):
-    name: str = Field(min_length=1, max_length=64)
+    name: ToolName
     arguments: str = "{}"
 
 
 class ToolCallIn(_Open):
-    id: str = Field(min_length=1, max_length=256)
+    id: Name
     type: Literal["function"] = "function"
     function: FunctionCallIn
 
@@ -74,14 +81,14 @@ class MessageIn(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
     tool_calls: list[ToolCallIn] | None = Field(default=None, max_length=128)
-    tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
+    tool_call_id: Name | None = None
     reasoning_content: str | None = None  # DeepSeek's field, which we stream too
     reasoning: str | None = None  # vLLM's
     reasoning_details: list[dict[str, Any]] | None = None  # OpenRouter's: signed, encrypted
 
 
 class FunctionIn(_Open):
-    name: str = Field(min_length=1, max_length=64)
+    name: ToolName
     description: str | None = Field(default=None, max_length=10_000)
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
 
@@ -92,7 +99,7 @@ class ToolIn(_Open):
 
 
 class NamedFunction(_Open):
-    name: str
+    name: ToolName
 
 
 class ToolChoiceIn(_Open):
@@ -107,8 +114,8 @@ class StreamOptions(_Open):
 class CompletionBody(_Open):
     """The body of `POST /v1/chat/completions`."""
 
-    model: str = Field(min_length=1, max_length=256)
-    models: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+    model: Name
+    models: list[Name] | None = Field(
         default=None,
         max_length=5,
         description="Fallbacks, as OpenRouter takes them: models tried in order if `model` "
