@@ -77,6 +77,9 @@ class Emulator(RuntimeAPIServer):
         self.python = python or Path(sys.executable)
         self.concurrency = concurrency
         self.cors = cors  # the URL's CORS settings; None: the function's headers pass as sent
+        if cors is not None:
+            # As template.yaml hands the function the URL's origins, which it holds to.
+            self.env.setdefault("STREAMFN_CORS_ORIGINS", ",".join(cors.allow_origins))
         # SnapStart: the runtime starts with AWS_LAMBDA_INITIALIZATION_TYPE=snap-start, and its
         # GET .../restore/next (the snapshot point) is answered when the first invocation comes,
         # as a restore on demand would be.

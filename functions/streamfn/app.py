@@ -33,7 +33,8 @@ from streamfn.errors import (
     validation_message,
 )
 from streamfn.limits import BodySizeLimit
-from streamfn.openapi import UNAUTHORIZED, OptionsAllow, responses
+from streamfn.openapi import OptionsAllow, refused, responses
+from streamfn.origins import CrossOrigin, Origins
 from streamfn.pipeline import Pipeline, Refused
 from streamfn.providers import ProviderRegistry, ProviderSpec
 from streamfn.providers.registry import builtin_specs, default_provider, unreachable
@@ -154,6 +155,9 @@ def create_app(
     app.add_middleware(OptionsAllow, router=app.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, render=_refusal)
     app.add_middleware(AuthMiddleware, gate=gate, render=_refusal, protected=_spends)
+    app.add_middleware(
+        CrossOrigin, origins=Origins(settings.cors_origins), render=_refusal, protected=_spends
+    )
     if (hosts := settings.hosts()) is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     if settings.cors_origins:
@@ -245,8 +249,11 @@ def create_app(
         "/chat/stream/{id}/stop",
         status_code=202,
         responses={
-            **UNAUTHORIZED,
-            403: {"description": "The stream was started by another caller"},
+            **refused(body=True),
+            403: {
+                "description": "The stream was started by another caller, or a request from a "
+                "page on another origin that STREAMFN_CORS_ORIGINS does not list"
+            },
             404: {"description": "No such stream (or older than STREAMFN_RESUME_TTL_S)"},
         },
         tags=["streamfn"],
@@ -287,7 +294,7 @@ def create_app(
             request, spec, chat, dialect=openai.DIALECT, render=render, fallbacks=fallbacks
         )
 
-    @app.get("/v1/models", tags=["OpenAI API"], responses=UNAUTHORIZED)
+    @app.get("/v1/models", tags=["OpenAI API"], responses=refused(body=False))
     async def openai_models() -> dict[str, Any]:
         """The configured providers' default models, as `provider/model` ids."""
         return {
@@ -352,7 +359,7 @@ def create_app(
         "/api/chat/{chat_id}/stop",
         status_code=202,
         responses={
-            **UNAUTHORIZED,
+            **refused(body=True),
             404: {"description": "The chat has no stream (or it is older than the log keeps)"},
         },
         tags=["Vercel AI SDK"],
@@ -362,7 +369,7 @@ def create_app(
         with `resume`, whose own `stop()` only drops the connection."""
         return await resumes.stop_chat(request, chat_id, aisdk.DIALECT)
 
-    @app.post("/chat/stream/token", tags=["streamfn"], responses=UNAUTHORIZED)
+    @app.post("/chat/stream/token", tags=["streamfn"], responses=refused(body=True))
     async def stream_token(query: ChatQuery, request: Request) -> dict[str, Any]:
         """A single-use token, valid for a minute, for `GET /chat/stream` with exactly these
         fields: what `EventSource` (which cannot send headers) streams with when auth is on.

@@ -41,8 +41,10 @@ _WHY = {
     400: "An unknown provider or model, content that cannot be used (`param` names the "
     "field), or a request the provider rejected",
     401: "No valid API key (when STREAMFN_AUTH asks for one)",
-    403: "A provider or model STREAMFN_ALLOWED_MODELS does not allow",
+    403: "A provider or model STREAMFN_ALLOWED_MODELS or the API key does not allow, or a "
+    "request from a page on another origin that STREAMFN_CORS_ORIGINS does not list",
     413: "The body exceeds STREAMFN_MAX_BODY_BYTES",
+    415: "A body not sent as content-type: application/json",
     422: "A malformed body",
     429: "A per-identity limit of streamfn's, or the provider's rate limit (with Retry-After)",
     502: "The provider failed, or rejected streamfn's key",
@@ -58,6 +60,15 @@ UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
         "content": {"application/json": {"schema": _OPENAI_ERROR}},
     }
 }
+
+
+def refused(*, body: bool) -> dict[int | str, dict[str, Any]]:
+    """What a route that spends but starts no stream answers besides: no key, a page on another
+    origin, and (`body`: a POST) a body not sent as JSON."""
+    out = {**UNAUTHORIZED, 403: {"description": _WHY[403]}}
+    if body:
+        out[415] = {"description": _WHY[415]}
+    return out
 
 
 def responses(

@@ -1,6 +1,8 @@
 """A page on one origin calling streamfn on another, in chromium: with `fetch` (streamfn.js) and
 `EventSource`, on uvicorn with STREAMFN_CORS_ORIGINS and through the local function URL with
-template.yaml's CORS settings. Allowed origins stream; others are blocked by the browser."""
+template.yaml's CORS settings. Allowed origins stream; others are blocked by the browser, and
+what a page can send without a preflight (a GET, a no-cors fetch, an image, a form) is refused
+by the server before any provider is called."""
 
 from __future__ import annotations
 
@@ -14,13 +16,16 @@ from playwright.sync_api import Page
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from local.lambda_emulator import EmulatorThread
 from local.url_cors import UrlCors
 from streamfn.app import create_app
+from streamfn.providers.echo import EchoProvider
 from streamfn.settings import Settings
 from tests.awslambda.conftest import ROOT
 from tests.conftest import ServerThread
+from tests.providers import Observed, spec
 
 pytestmark = pytest.mark.browser
 
@@ -135,3 +140,85 @@ def test_function_url_blocks_an_origin_it_does_not_list(page: Page, origin: str)
         fetched, streamed = calls(page, origin, url.url)
     assert fetched == {"error": "connection"}
     assert streamed == {"text": "", "error": "blocked"}
+
+
+# Everything a page may send to another origin without asking first (no preflight): the browser
+# sends it, the page cannot read the answer, and before issue #22 a provider ran for each.
+SIMPLE = """async (base) => {
+  const ask = JSON.stringify({ messages: [{ role: "user", content: "one two three" }] });
+  const quietly = (url, init) => fetch(url, { mode: "no-cors", ...init }).catch(() => {});
+  await quietly(`${base}/chat/stream?prompt=one%20two%20three`);
+  await quietly(`${base}/chat/stream`, { method: "POST", body: ask });  // text/plain
+  await quietly(`${base}/v1/chat/completions`, { method: "POST", body: ask });
+  await quietly(`${base}/api/chat`, { method: "POST", body: new Blob([ask]) });  // no type
+  await new Promise((done) => {
+    const image = new Image();
+    image.onload = image.onerror = done;
+    image.src = `${base}/chat/stream?prompt=an%20image`;
+  });
+  await new Promise((done) => {
+    // The old trick: a text/plain form whose one field spells out a JSON body.
+    const frame = document.createElement("iframe");
+    frame.name = "sink";
+    frame.onload = done;
+    document.body.append(frame);
+    const form = Object.assign(document.createElement("form"), {
+      action: `${base}/chat/stream`, method: "POST", enctype: "text/plain", target: "sink",
+    });
+    const field = Object.assign(document.createElement("input"), {
+      name: '{"messages": [{"role": "user", "content": "hi"}], "x": "', value: '"}',
+    });
+    form.append(field);
+    document.body.append(form);
+    form.submit();
+  });
+  return true;
+}"""
+
+
+class Recorded:
+    """The app, with what each request carried and the status it got."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.requests: list[tuple[str, str, dict[str, str], int]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.requests.append((scope["method"], scope["path"], headers, message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+def test_what_a_page_on_another_origin_sends_unasked_is_refused(page: Page, origin: str) -> None:
+    observed = Observed(EchoProvider(delay_s=0))
+    app = Recorded(create_app(Settings(usage_records=False), providers=[spec(observed)]))
+    with ServerThread(app) as api:
+        page.goto(origin + "/")
+        assert page.evaluate(SIMPLE, api.url)
+        streamed = page.evaluate(EVENT_SOURCE, api.url)
+    assert streamed == {"text": "", "error": "blocked"}
+    assert observed.opened == 0, "a provider ran for a page on another origin"
+    spending = [r for r in app.requests if r[1].startswith(("/chat/stream", "/v1/", "/api/"))]
+    assert len(spending) >= 7, app.requests
+    for method, path, headers, status in spending:
+        assert status == 403, (method, path, status)
+        # Another port of 127.0.0.1: the same site, another origin.
+        assert headers.get("sec-fetch-site") == "same-site", headers
+
+
+def test_the_same_requests_from_an_allowed_origin_run(page: Page, origin: str) -> None:
+    observed = Observed(EchoProvider(delay_s=0))
+    settings = Settings(usage_records=False, cors_origins=[origin])
+    with ServerThread(create_app(settings, providers=[spec(observed)])) as api:
+        page.goto(origin + "/")
+        streamed = page.evaluate(EVENT_SOURCE, api.url)
+    assert streamed == {"text": "one two three"}
+    assert observed.opened == 1
