@@ -25,7 +25,7 @@ from streamfn.auth import AuthMiddleware, open_gate
 from streamfn.connection import abortable
 from streamfn.controls import NO_CONTROLS
 from streamfn.dialects import Dialect, aisdk, native, openai
-from streamfn.dialects.native import ChatBody, ChatQuery
+from streamfn.dialects.native import ChatBody, ChatQuery, TokenBody
 from streamfn.errors import (
     control_character,
     http_error,
@@ -33,7 +33,16 @@ from streamfn.errors import (
     validation_message,
 )
 from streamfn.limits import BodySizeLimit
-from streamfn.openapi import OptionsAllow, refused, responses
+from streamfn.openapi import (
+    BODY,
+    GATE,
+    NATIVE_EVENTS,
+    STREAM_WHY,
+    UNNAMED,
+    AllowedMethods,
+    refusals,
+    responses,
+)
 from streamfn.origins import CrossOrigin, Origins
 from streamfn.pipeline import Pipeline, Refused
 from streamfn.providers import ProviderRegistry, ProviderSpec
@@ -152,12 +161,12 @@ def create_app(
     app.state.providers = registry
     app.add_exception_handler(RequestValidationError, on_invalid_body)
     app.add_exception_handler(HTTPException, on_http_exception)
-    app.add_middleware(OptionsAllow, router=app.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, render=_refusal)
     app.add_middleware(AuthMiddleware, gate=gate, render=_refusal, protected=_spends)
     app.add_middleware(
         CrossOrigin, origins=Origins(settings.cors_origins), render=_refusal, protected=_spends
     )
+    app.add_middleware(AllowedMethods, router=app.router, render=_refusal)
     if (hosts := settings.hosts()) is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     if settings.cors_origins:
@@ -192,7 +201,7 @@ def create_app(
     @app.post(
         "/chat/stream",
         response_class=Response,
-        responses=responses(stream="text/event-stream"),
+        responses=responses(events=NATIVE_EVENTS),
         tags=["streamfn"],
     )
     async def chat_stream_post(body: ChatBody, request: Request) -> Response:
@@ -203,7 +212,7 @@ def create_app(
         "/chat/stream",
         response_class=Response,
         responses={
-            **responses(stream="text/event-stream"),
+            **responses(events=NATIVE_EVENTS, body=False),
             204: {"description": "An EventSource reconnecting after the end: stop"},
         },
         tags=["streamfn"],
@@ -230,10 +239,9 @@ def create_app(
         "/chat/stream/{id}",
         response_class=Response,
         responses={
-            **responses(stream="text/event-stream"),
+            **responses(events=NATIVE_EVENTS, body=False),
             204: {"description": "Nothing left to send: the stream ended before that event"},
-            403: {"description": "The stream was started by another caller"},
-            404: {"description": "No such stream (or older than STREAMFN_RESUME_TTL_S)"},
+            **refusals(403, 404, why=STREAM_WHY),
         },
         tags=["streamfn"],
     )
@@ -249,12 +257,7 @@ def create_app(
         "/chat/stream/{id}/stop",
         status_code=202,
         responses={
-            **refused(body=True),
-            403: {
-                "description": "The stream was started by another caller, or a request from a "
-                "page on another origin that STREAMFN_CORS_ORIGINS does not list"
-            },
-            404: {"description": "No such stream (or older than STREAMFN_RESUME_TTL_S)"},
+            **refusals(*GATE, *BODY, 404, why=STREAM_WHY),
         },
         tags=["streamfn"],
     )
@@ -266,7 +269,7 @@ def create_app(
     @app.post(
         "/v1/chat/completions",
         response_class=Response,
-        responses=responses(stream="text/event-stream", openai=True, json_too=True),
+        responses=responses(events=UNNAMED, openai=True, json_too=True),
         tags=["OpenAI API"],
     )
     async def openai_chat_completions(body: openai.CompletionBody, request: Request) -> Response:
@@ -294,7 +297,7 @@ def create_app(
             request, spec, chat, dialect=openai.DIALECT, render=render, fallbacks=fallbacks
         )
 
-    @app.get("/v1/models", tags=["OpenAI API"], responses=refused(body=False))
+    @app.get("/v1/models", tags=["OpenAI API"], responses=refusals(401, 403, openai=True))
     async def openai_models() -> dict[str, Any]:
         """The configured providers' default models, as `provider/model` ids."""
         return {
@@ -315,7 +318,7 @@ def create_app(
     @app.post(
         "/api/chat",
         response_class=Response,
-        responses=responses(stream="text/event-stream"),
+        responses=responses(events=UNNAMED),
         tags=["Vercel AI SDK"],
     )
     async def aisdk_chat(body: aisdk.ChatBody, request: Request) -> Response:
@@ -344,7 +347,7 @@ def create_app(
         "/api/chat/{chat_id}/stream",
         response_class=Response,
         responses={
-            **responses(stream="text/event-stream"),
+            **responses(events=UNNAMED, body=False),
             204: {"description": "No stream of this chat is running"},
         },
         tags=["Vercel AI SDK"],
@@ -359,8 +362,10 @@ def create_app(
         "/api/chat/{chat_id}/stop",
         status_code=202,
         responses={
-            **refused(body=True),
-            404: {"description": "The chat has no stream (or it is older than the log keeps)"},
+            **refusals(*GATE, *BODY),
+            **refusals(
+                404, why={404: "The chat has no stream (or it is older than the log keeps)"}
+            ),
         },
         tags=["Vercel AI SDK"],
     )
@@ -369,8 +374,8 @@ def create_app(
         with `resume`, whose own `stop()` only drops the connection."""
         return await resumes.stop_chat(request, chat_id, aisdk.DIALECT)
 
-    @app.post("/chat/stream/token", tags=["streamfn"], responses=refused(body=True))
-    async def stream_token(query: ChatQuery, request: Request) -> dict[str, Any]:
+    @app.post("/chat/stream/token", tags=["streamfn"], responses=refusals(*GATE, *BODY))
+    async def stream_token(query: TokenBody, request: Request) -> dict[str, Any]:
         """A single-use token, valid for a minute, for `GET /chat/stream` with exactly these
         fields: what `EventSource` (which cannot send headers) streams with when auth is on.
         `url` is the GET to open, relative to this server."""

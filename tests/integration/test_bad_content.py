@@ -109,19 +109,21 @@ CASES: list[tuple[str, dict[str, Any], int, str, str]] = [
         "messages.1.tool_call_id",
         "answers no tool call",
     ),
+    # Fields a role does not take, or lacks: bodies of the schema (which does not say which go
+    # with which role), refused as content that cannot be used.
     (
         "tool message without tool_call_id",
         {"messages": [ASK, {"role": "tool", "content": "x"}]},
-        422,
-        "messages.1",
-        "tool_call_id",
+        400,
+        "messages.1.tool_call_id",
+        "a tool message needs tool_call_id",
     ),
     (
         "tool_call_id on a user message",
         {"messages": [{**ASK, "tool_call_id": "call_1"}]},
-        422,
-        "messages.0",
-        "tool_call_id",
+        400,
+        "messages.0.tool_call_id",
+        "only tool messages",
     ),
     (
         "call arguments not an object",
@@ -206,24 +208,41 @@ CASES: list[tuple[str, dict[str, Any], int, str, str]] = [
     (
         "reasoning effort and budget",
         {"messages": [ASK], "reasoning": {"effort": "low", "budget_tokens": 2000}},
-        422,
+        400,
+        "reasoning",
+        "one of them",
+    ),
+    (
+        "reasoning options empty",
+        {"messages": [ASK], "reasoning": {}},
+        400,
         "reasoning",
         "one of them",
     ),
     (
         "reasoning on a user message",
         {"messages": [{**ASK, "reasoning": [{"type": "thinking", "text": "x"}]}]},
-        422,
-        "messages.0",
+        400,
+        "messages.0.reasoning",
+        "only assistant",
+    ),
+    (
+        "tool calls on a user message",
+        {"messages": [{**ASK, "tool_calls": [CALL]}]},
+        400,
+        "messages.0.tool_calls",
         "only assistant",
     ),
     (
         "empty user message",
         {"messages": [{"role": "user", "content": []}]},
-        422,
-        "messages.0",
+        400,
+        "messages.0.content",
         "needs content",
     ),
+    # Of the wrong type, though pydantic would read it as one: a 422.
+    ("temperature a boolean", {"messages": [ASK], "temperature": False}, 422, "temperature", ""),
+    ("max_tokens a string", {"messages": [ASK], "max_tokens": "5"}, 422, "max_tokens", ""),
 ]
 
 
@@ -254,26 +273,22 @@ async def test_bad_content_is_a_4xx_naming_the_field(
 
 
 @pytest.mark.parametrize(
-    ("content", "content_type", "message"),
+    ("content", "message", "unreadable"),
     [
-        (
-            b'{"messages": "\xff"}',
-            "application/json",
-            "not valid UTF-8 (invalid start byte at byte 14)",
-        ),
-        (b"[" * 200_000 + b"]" * 200_000, "application/json", "nested too deeply"),
+        (b'{"messages": "\xff"}', "not valid UTF-8 (invalid start byte at byte 14)", True),
+        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply", True),
         (
             b'{"max_tokens": ' + b"1" * 5000 + b"}",
-            "application/json",
             "an integer too large to be read (more than 4300 digits)",
+            True,
         ),
         (
             b'{"messages": [{"role": "user" "content": "x"}]}',
-            "application/json",
             "the body is not valid JSON: Expecting ',' delimiter at character 30 (counting from 0)",
+            False,
         ),
-        (b"", "application/json", "the body is empty"),
-        (b"[1, 2]", "application/json", "must be a JSON object"),
+        (b"", "the body is empty", False),
+        (b"[1, 2]", "must be a JSON object", False),
     ],
     ids=[
         "not UTF-8",
@@ -285,20 +300,16 @@ async def test_bad_content_is_a_4xx_naming_the_field(
     ],
 )
 async def test_a_body_that_is_not_json_says_what_to_do(
-    serve: Serve, client: httpx.AsyncClient, content: bytes, content_type: str, message: str
+    serve: Serve, client: httpx.AsyncClient, content: bytes, message: str, unreadable: bool
 ) -> None:
     url = serve(create_app(Settings()))
-    response = await client.post(
-        f"{url}/chat/stream", content=content, headers={"content-type": content_type}
-    )
+    json = {"content-type": "application/json"}
+    response = await client.post(f"{url}/chat/stream", content=content, headers=json)
     assert response.status_code == 422
     assert message in response.json()["error"]["message"]
-    # The OpenAI API answers the same in OpenAI's shape, as a 400.
-    response = await client.post(
-        f"{url}/v1/chat/completions", content=content, headers={"content-type": content_type}
-    )
-    # A body json.loads cannot read at all is a 422 there too (the schema's "4XX" covers it).
-    unreadable = "UTF-8" in message or "too" in message
+    # The OpenAI API answers the same in OpenAI's shape, as a 400; but a 422 there too for a
+    # body json.loads cannot read at all (the schema's "4XX" covers it).
+    response = await client.post(f"{url}/v1/chat/completions", content=content, headers=json)
     assert response.status_code == (422 if unreadable else 400)
     assert message in response.json()["error"]["message"]
     assert {"message", "type", "param", "code"} <= response.json()["error"].keys()

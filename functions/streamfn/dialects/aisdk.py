@@ -72,7 +72,7 @@ METADATA_KEY = "streamfn"
 class UIPart(BaseModel):
     """A part of a UI message; parts streamfn does not use (sources, data) pass unread."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     type: str = Field(max_length=256, pattern=NO_CONTROLS)  # tool-<name>: a tool's name
     text: str | None = None
@@ -88,7 +88,7 @@ class UIPart(BaseModel):
 
 
 class UIMessage(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     id: str = Field(default="", max_length=256, pattern=NO_CONTROLS)  # may be the answer's id
     role: Literal["system", "user", "assistant"]
@@ -96,9 +96,10 @@ class UIMessage(BaseModel):
 
 
 class ChatBody(BaseModel):
-    """`POST /api/chat`: the AI SDK transport's body and the app's extra fields."""
+    """`POST /api/chat`: the AI SDK transport's body and the app's extra fields, of the types
+    the schema says (`temperature: false` is not a number)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     id: str | None = Field(default=None, max_length=256, pattern=NO_CONTROLS)  # the chat's
     messages: list[UIMessage] = Field(min_length=1, max_length=1000)

@@ -26,7 +26,7 @@ import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, assert_never
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
 from streamfn.chunks import (
@@ -42,6 +42,7 @@ from streamfn.chunks import (
 )
 from streamfn.content import (
     Effort,
+    InvalidContent,
     Message,
     NamedTool,
     Part,
@@ -59,6 +60,15 @@ from streamfn.errors import error_body, error_response
 from streamfn.request import ChatRequest, Limits
 from streamfn.resume import STREAM_ID
 
+
+def _integral(value: object) -> object:
+    """An integer as JSON Schema counts them: 5.0 is 5, which strict mode refuses (and `true`
+    is none, which lax mode takes)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+
 # Field constraints shared by the POST body and the GET query, so both reject the same input.
 # Names and ids can reach a response header, a log key or an upstream URL: no control
 # characters (streamfn.controls).
@@ -66,7 +76,9 @@ ProviderName = Annotated[str | None, Field(min_length=1, max_length=64, pattern=
 ModelName = Annotated[str | None, Field(min_length=1, max_length=256, pattern=NO_CONTROLS)]
 FallbackName = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_CONTROLS)]
 ToolName = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_CONTROLS)]
-MaxTokens = Annotated[int | None, Field(ge=1, le=1_000_000)]
+# The bounds before the validator, which would otherwise hide them from the JSON Schema.
+Tokens = Annotated[int, Field(ge=1, le=1_000_000), BeforeValidator(_integral)]
+MaxTokens = Tokens | None
 Temperature = Annotated[float | None, Field(ge=0, le=2)]
 TopP = Annotated[float | None, Field(gt=0, le=1)]
 Id = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_CONTROLS)]
@@ -85,9 +97,11 @@ StreamId = Annotated[
 
 
 class _Strict(BaseModel):
-    """Unknown fields are rejected, so that a typo is an error, not a silent no-op."""
+    """Unknown fields are rejected, so that a typo is an error, not a silent no-op; and values
+    are of the type the schema says (`temperature: false`, or `max_tokens: "5"`, is not a
+    number)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TextPart(_Strict):
@@ -138,17 +152,20 @@ class MessageIn(_Strict):
     tool_call_id: Id | None = None
     reasoning: list[ReasoningIn] | None = Field(default=None, max_length=128)
 
-    @model_validator(mode="after")
-    def _fields_of_role(self) -> MessageIn:
+    def check_role(self, i: int) -> None:
+        """`InvalidContent` (a 400 naming the field) for a field this message's role does not
+        take, or lacks. The schema does not say which fields go with which role: a body of the
+        schema that mixes them is content that cannot be used (400), not a malformed one."""
+        at = f"messages.{i}"
         if self.role == "tool" and self.tool_call_id is None:
-            raise ValueError("a tool message needs tool_call_id")
+            raise InvalidContent(f"{at}.tool_call_id", "a tool message needs tool_call_id")
         if self.role != "tool" and self.tool_call_id is not None:
-            raise ValueError("only tool messages carry tool_call_id")
-        if self.role != "assistant" and (self.tool_calls or self.reasoning):
-            raise ValueError("only assistant messages carry tool_calls or reasoning")
+            raise InvalidContent(f"{at}.tool_call_id", "only tool messages carry tool_call_id")
+        for name in ("tool_calls", "reasoning"):
+            if self.role != "assistant" and getattr(self, name):
+                raise InvalidContent(f"{at}.{name}", f"only assistant messages carry {name}")
         if self.role != "assistant" and self.content in ("", []):
-            raise ValueError(f"a {self.role} message needs content")
-        return self
+            raise InvalidContent(f"{at}.content", f"a {self.role} message needs content")
 
 
 class ToolIn(_Strict):
@@ -168,13 +185,7 @@ class ReasoningOptionIn(_Strict):
     """How much the model reasons: `effort` or `budget_tokens`, one of them."""
 
     effort: Effort | None = None
-    budget_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-
-    @model_validator(mode="after")
-    def _one(self) -> ReasoningOptionIn:
-        if (self.effort is None) == (self.budget_tokens is None):
-            raise ValueError("give effort or budget_tokens, one of them")
-        return self
+    budget_tokens: Tokens | None = None
 
 
 class ChatBody(_Strict):
@@ -229,6 +240,8 @@ def tool_options(
     choice: ToolChoice | None = (
         NamedTool(tool_choice.name) if isinstance(tool_choice, NamedToolIn) else tool_choice
     )
+    if reasoning is not None and (reasoning.effort is None) == (reasoning.budget_tokens is None):
+        raise InvalidContent("reasoning", "give effort or budget_tokens, one of them")
     return {
         "tools": tuple(Tool(t.name, t.description, t.parameters) for t in tools or ()),
         "tool_choice": choice,
@@ -240,6 +253,7 @@ def tool_options(
 
 
 def _message(message: MessageIn, i: int, limits: Limits) -> Message:
+    message.check_role(i)
     content: tuple[Part, ...]
     if isinstance(message.content, str):
         content = (Text(message.content),) if message.content else ()
@@ -268,6 +282,9 @@ def _message(message: MessageIn, i: int, limits: Limits) -> Message:
 
 class ChatQuery(_Strict):
     """`GET /chat/stream`, for `EventSource`, which cannot POST: one user message."""
+
+    # A query string is text: its numbers are read from it.
+    model_config = ConfigDict(strict=False)
 
     prompt: str = Field(min_length=1)
     system: str | None = None
@@ -298,6 +315,13 @@ class ChatQuery(_Strict):
             else None,
             stream_id=self.stream_id,
         )
+
+
+class TokenBody(ChatQuery):
+    """`POST /chat/stream/token`: the fields of `GET /chat/stream` as JSON, as strictly typed as
+    any body."""
+
+    model_config = ConfigDict(strict=True)
 
 
 class NativeDialect:

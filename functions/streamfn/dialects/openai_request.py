@@ -24,6 +24,7 @@ from streamfn.content import (
     image_from_url,
 )
 from streamfn.controls import NO_CONTROLS
+from streamfn.dialects.native import Integer, MaxTokens
 from streamfn.request import ChatRequest, Limits
 
 # Fields accepted and ignored: they do not change the answer, or are hints a gateway may drop.
@@ -55,9 +56,10 @@ REFUSED = {
 
 
 class _Open(BaseModel):
-    """OpenAI's objects grow fields; what streamfn does not read is let through, not refused."""
+    """OpenAI's objects grow fields; what streamfn does not read is let through, not refused.
+    What it reads is of the type the schema says (`temperature: false` is not a number)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
 
 # Names and ids can reach a response header, a log key or an upstream URL: no control
@@ -124,12 +126,12 @@ class CompletionBody(_Open):
     messages: list[MessageIn] = Field(min_length=1, max_length=1000)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
-    max_completion_tokens: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
+    max_tokens: MaxTokens = None
+    max_completion_tokens: MaxTokens = None
     temperature: Annotated[float | None, Field(ge=0, le=2)] = None
     top_p: Annotated[float | None, Field(gt=0, le=1)] = None
     stop: str | list[Annotated[str, Field(min_length=1)]] | None = None
-    n: int | None = None
+    n: Integer | None = None
     tools: list[ToolIn] | None = Field(default=None, max_length=128)
     tool_choice: Literal["auto", "none", "required"] | ToolChoiceIn | None = None
     parallel_tool_calls: bool | None = None
