@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from streamfn.controls import header_value
 from streamfn.resume import Head
 from streamfn.settings import Settings
 from streamfn.telemetry import Telemetry
@@ -140,7 +141,8 @@ class Accounted(Response):
         self._accountant = accountant
         response.headers["x-request-id"] = tally.request_id
         if tally.served:  # made after the first chunk: the provider that answered is known
-            response.headers["x-streamfn-served-by"] = f"{tally.provider}/{tally.request.model}"
+            served = f"{tally.provider}/{tally.request.model}"
+            response.headers["x-streamfn-served-by"] = header_value(served, name="model")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status = self.status_code

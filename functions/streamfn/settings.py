@@ -201,9 +201,9 @@ class Settings(BaseSettings):
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default=[],
-        description="Origins allowed to call the local server from a browser: a JSON list, a "
-        "comma-separated list, or *. "
-        "Leave empty in Lambda, where the function URL's CORS settings apply.",
+        description="Origins whose pages may call the server from a browser (a JSON list, a "
+        "comma-separated list, or *); requests from other origins to the routes that spend are "
+        "refused (403). In Lambda, template.yaml sets it from CorsAllowedOrigins.",
     )
 
     # Providers. Credentials use each ecosystem's own variable names, unprefixed.

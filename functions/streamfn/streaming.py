@@ -24,6 +24,7 @@ from streamfn.chunks import (
     ToolCallEnd,
 )
 from streamfn.content import Reasoning, ToolCall
+from streamfn.controls import header_value
 from streamfn.dialects import Dialect
 from streamfn.errors import retry_headers, status_for
 from streamfn.resume.producer import Producer
@@ -93,7 +94,7 @@ class Attached(Response):
         self.background = None
         self._producer = producer
         self._origin = origin
-        response.headers["x-stream-id"] = producer.head.id
+        response.headers["x-stream-id"] = header_value(producer.head.id, name="stream_id")
 
     @property
     def headers(self) -> MutableHeaders:

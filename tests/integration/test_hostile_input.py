@@ -17,9 +17,10 @@ import pytest
 from starlette.types import ASGIApp
 
 from streamfn.app import create_app
+from streamfn.chunks import Finish, TextDelta, Usage
 from streamfn.providers.echo import EchoProvider
 from streamfn.settings import Settings
-from tests.providers import Observed, spec
+from tests.providers import Observed, Scripted, spec
 
 Serve = Callable[[ASGIApp], str]
 
@@ -218,3 +219,18 @@ async def test_an_id_in_a_path_with_one_is_a_400_not_a_500(
     # Without one, an id nobody started is a plain 404 (or 204 for the AI SDK's resume).
     response = await client.request(method, url + path.format(id))
     assert response.status_code in (404, 204), response.text
+
+
+async def test_a_model_beyond_ascii_is_served_and_its_header_percent_encoded(
+    serve: Callable[[Any], str], client: httpx.AsyncClient
+) -> None:
+    """Headers are Latin-1: a model named in another script used to fail the response after
+    the provider was called; the one header check percent-encodes it."""
+    scripted = Scripted(TextDelta("hi"), Finish("stop", Usage(1, 1)))
+    url = serve(create_app(Settings(usage_records=False), providers=[spec(scripted)]))
+    body = {"messages": [{"role": "user", "content": "hi"}], "model": "模型"}
+    async with client.stream("POST", f"{url}/chat/stream", json=body) as response:
+        text = (await response.aread()).decode()
+    assert response.status_code == 200
+    assert response.headers["x-streamfn-served-by"] == "echo/%E6%A8%A1%E5%9E%8B"
+    assert text.endswith("event: done\ndata: stop\n\n")
