@@ -9,7 +9,11 @@ PORT ?= 8000
 # 18 s for `make run`'s packages). It comes from PyPI itself, into .tools/uv, by the machine's pip.
 UV_DIR := .tools/uv
 UV := $(UV_DIR)/bin/uv
-INSTALL = $(UV) pip install --quiet --python
+# --compile-bytecode: the packages' .pyc written once here. uv does not write them by default,
+# and a shell with PYTHONDONTWRITEBYTECODE never does on import: every process would compile
+# its imports anew (measured: the app imports in 1.0 s with them, 1.8 s without; the Lambda
+# runtime's cold start and every server a test starts wait on that).
+INSTALL = $(UV) pip install --quiet --compile-bytecode --python
 
 
 .PHONY: bench build deploy fuzz lock-layer run run-lambda smoke test lint typecheck unit install system-deps clean

@@ -13,6 +13,11 @@ from urllib.parse import parse_qsl
 API = "/2018-06-01/runtime"
 PRELUDE_TYPE = "application/vnd.awslambda.http-integration-response"
 DELIMITER = b"\0" * 8
+# https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html: "The Init phase
+# is limited to 10 seconds. If all three tasks do not complete within 10 seconds, Lambda retries
+# the Init phase at the time of the first function invocation with the configured function
+# timeout."
+INIT_LIMIT_S = 10
 ERROR_TYPE = "lambda-runtime-function-error-type"
 ERROR_BODY = "lambda-runtime-function-error-body"
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-www-form-urlencoded")
@@ -22,7 +27,11 @@ TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-www
 class Invocation:
     request_id: str
     event: dict[str, Any]
-    deadline_ms: int
+    timeout_s: float
+    # Set when a runtime takes the invocation: the function's timeout runs from the invoke,
+    # not from the init before it, which has its own limit (INIT_LIMIT_S).
+    deadline_ms: int | None = None
+    created: float = field(default_factory=time.time)
     # The X-Ray header Lambda passes on with active tracing: a root, a parent, sampled.
     trace_id: str = field(
         default_factory=lambda: (
@@ -34,6 +43,18 @@ class Invocation:
     # ("end", trailers), ("error", document).
     outbox: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     environment: Environment | None = None  # the one serving it
+
+    def take(self) -> int:
+        """The deadline, from now: a runtime has taken the invocation."""
+        self.deadline_ms = int((time.time() + self.timeout_s) * 1000)
+        return self.deadline_ms
+
+    def ends_at(self) -> float:
+        """When Lambda ends it: its deadline once taken; before that, once an init that
+        outlived its limit has been retried within the invoke's timeout."""
+        if self.deadline_ms is not None:
+            return self.deadline_ms / 1000
+        return self.created + INIT_LIMIT_S + self.timeout_s
 
 
 @dataclass

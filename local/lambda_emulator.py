@@ -263,7 +263,7 @@ class Emulator(RuntimeAPIServer):
         invocation = Invocation(
             request_id=str(uuid.uuid4()),
             event=event,
-            deadline_ms=int((time.time() + self.timeout_s) * 1000),
+            timeout_s=self.timeout_s,
         )
         self._by_id[invocation.request_id] = invocation
         environment = await self._assign(invocation)
@@ -296,7 +296,7 @@ class Emulator(RuntimeAPIServer):
         relayed = 0
         capped_since: float | None = None
         while True:
-            remaining = invocation.deadline_ms / 1000 - time.time()
+            remaining = invocation.ends_at() - time.time()
             try:
                 kind, value = await asyncio.wait_for(invocation.outbox.get(), max(remaining, 0) + 1)
             except TimeoutError:

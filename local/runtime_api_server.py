@@ -113,7 +113,7 @@ class RuntimeAPIServer:
                 json.dumps(invocation.event).encode(),
                 [
                     ("Lambda-Runtime-Aws-Request-Id", invocation.request_id),
-                    ("Lambda-Runtime-Deadline-Ms", str(invocation.deadline_ms)),
+                    ("Lambda-Runtime-Deadline-Ms", str(invocation.take())),
                     (
                         "Lambda-Runtime-Invoked-Function-Arn",
                         "arn:aws:lambda:us-east-1:000000000000:function:streamfn-local",

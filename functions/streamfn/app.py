@@ -11,6 +11,7 @@ from importlib.resources import files
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import anyio
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
@@ -47,7 +48,7 @@ from streamfn.origins import CrossOrigin, Origins
 from streamfn.pipeline import Pipeline, Refused
 from streamfn.providers import ProviderRegistry, ProviderSpec
 from streamfn.providers.registry import builtin_specs, default_provider, unreachable
-from streamfn.resume import open_log, position
+from streamfn.resume import STREAM_ID, open_log, position
 from streamfn.resume.http import Resumes
 from streamfn.resume.live import Streams
 from streamfn.settings import Settings
@@ -65,6 +66,9 @@ def _static(name: str) -> str:
 
 # A stream's or a chat's id in a path: a log key, and a header's value (streamfn.controls).
 PathId = Annotated[str, Path(pattern=NO_CONTROLS)]
+# A stream's id as streamfn makes them and clients may choose them: never `token`, so that
+# `/chat/stream/token` (a concrete path, matched first) is no stream's.
+StreamPathId = Annotated[str, Path(pattern=STREAM_ID)]
 
 
 async def _unchecked() -> None:
@@ -135,6 +139,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
+            # anyio loads its asyncio backend on first use, which sse-starlette makes in each
+            # response: loaded here, the first stream's first token does not wait on an import
+            # (about 35 ms, a snapshot's worth with SnapStart).
+            anyio.Event()
             await registry.prepare()
             await streams.prepare()
             yield
@@ -246,7 +254,7 @@ def create_app(
         tags=["streamfn"],
     )
     async def chat_stream_resume(
-        id: PathId, request: Request, after: Annotated[int | None, Query(ge=0)] = None
+        id: StreamPathId, request: Request, after: Annotated[int | None, Query(ge=0)] = None
     ) -> Response:
         """Resume stream `id` (the `X-Stream-Id` of its response): the events after
         `Last-Event-ID` (or `?after=N`; none: from the start), then the rest live."""
@@ -261,7 +269,7 @@ def create_app(
         },
         tags=["streamfn"],
     )
-    async def chat_stream_stop(id: PathId, request: Request) -> Response:
+    async def chat_stream_stop(id: StreamPathId, request: Request) -> Response:
         """End stream `id` now: its upstream request is cancelled, and its readers get a last
         `error` event of type `stopped`. (Leaving no longer does, with resume on.)"""
         return await resumes.stop(request, id, native.DIALECT)
