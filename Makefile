@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# make run WORKERS=N: N uvicorn worker processes (with limits or keys, STREAMFN_REDIS_URL too).
+WORKERS ?= 1
 # uv installs the venvs: about four times faster than pip on a fresh clone (measured: 4 s against
 # 18 s for `make run`'s packages). It comes from PyPI itself, into .tools/uv, by the machine's pip.
 UV_DIR := .tools/uv
@@ -52,7 +54,7 @@ $(NODE_DEPS): tests/node/package-lock.json
 install: $(VENV)/.dev-installed
 
 run: $(VENV)/.run-installed
-	PORT=$(PORT) $(BIN)/python local/serve.py
+	PORT=$(PORT) WORKERS=$(WORKERS) $(BIN)/python local/serve.py
 
 # The same app behind a local Lambda function URL: functions/bootstrap under the emulator.
 # ENV_JSON=infra/env.json passes the variables of a `sam local --env-vars` file;
@@ -63,9 +65,10 @@ run-lambda: $(VENV)/.dev-installed
 	PORT=$${PORT:-9000} ENV_JSON=$(ENV_JSON) CORS_ALLOWED_ORIGINS=$(CORS_ALLOWED_ORIGINS) \
 		SNAPSTART=$(SNAPSTART) CONCURRENCY=$(CONCURRENCY) $(BIN)/python local/lambda_emulator.py
 
-# Debian packages some tests drive: chromium (the browser tests; Playwright downloads no browser)
-# and nginx (the self-hosting site in infra/nginx). Installed when missing and we are root.
-SYSTEM_PACKAGES := chromium nginx
+# Debian packages some tests drive: chromium (the browser tests; Playwright downloads no browser),
+# nginx (the self-hosting site in infra/nginx) and redis-server (the fleet's shared state).
+# Installed when missing and we are root.
+SYSTEM_PACKAGES := chromium nginx redis-server
 system-deps:
 	@missing=""; \
 	for p in $(SYSTEM_PACKAGES); do \

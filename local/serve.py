@@ -1,7 +1,8 @@
 """Serve streamfn locally on uvicorn: `make run`, or `python local/serve.py`.
 
-HOST (default 127.0.0.1) and PORT (default 8000) choose the address; every other setting is a
-`STREAMFN_` variable (see the README). With no provider configured, the offline echo provider
+HOST (default 127.0.0.1) and PORT (default 8000) choose the address, WORKERS (default 1) how many
+uvicorn worker processes serve it; every other setting is a `STREAMFN_` variable (see the
+README). With no provider configured, the offline echo provider
 answers, so this works with no keys and no network.
 """
 
@@ -10,11 +11,31 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 import uvicorn
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from streamfn.app import create_app
+from streamfn.settings import Settings
+
+
+def per_worker(settings: Settings) -> str | None:
+    """Why several workers would not serve as one server, if they would not.
+
+    Without a shared Redis, limits are counted in each process: N workers would admit N times
+    them. (Keys, usage records and resumable streams are in files every worker shares.) Limits
+    are in play when defaults are set, and whenever keys are checked, since a key may carry its
+    own (`streamfn keys create --rpm ...`)."""
+    if settings.redis_url:
+        return None
+    limited = settings.requests_per_minute or settings.concurrent_streams
+    if limited or settings.tokens_per_day or settings.auth_modes() != frozenset({"none"}):
+        return (
+            "several workers count limits each on its own without a shared Redis: set "
+            "STREAMFN_REDIS_URL (redis://host:6379/0), or run one worker"
+        )
+    return None
 
 
 def main() -> None:
@@ -25,7 +46,11 @@ def main() -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(LambdaPowertoolsFormatter(service="streamfn"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    app = create_app()
+    workers = int(os.environ.get("WORKERS", "1") or "1")
+    settings = Settings()
+    if workers > 1 and (why := per_worker(settings)) is not None:
+        sys.exit(f"streamfn: WORKERS={workers}: {why}")
+    app = create_app(settings)
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{port}"
     sys.stderr.write(
@@ -33,8 +58,15 @@ def main() -> None:
         f"          OpenAI API at {base}/v1, AI SDK stream at {base}/api/chat, "
         f"API docs at {base}/docs; Ctrl+C to stop\n"
     )
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "info"}
     # Long-lived streams should not hold up a restart for long.
-    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=5, log_level="info")
+    options["timeout_graceful_shutdown"] = 5
+    if workers > 1:
+        # Each worker process builds its own app from the same environment.
+        sys.stderr.write(f"          {workers} worker processes\n")
+        uvicorn.run("streamfn.app:create_app", factory=True, workers=workers, **options)
+    else:
+        uvicorn.run(app, **options)
 
 
 if __name__ == "__main__":

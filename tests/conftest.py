@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
-pytest_plugins = ["tests.fakes.aws"]  # the `moto` fixture
+pytest_plugins = ["tests.fakes.aws", "tests.fakes.servers"]  # `moto`; `redis`
 
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="streamfn-tests-"))

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         description="DynamoDB table where per-identity limits are counted, shared by every "
         "process and Lambda environment (the SAM template sets it); unset: counted in memory.",
     )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="redis:// or rediss:// URL of the Redis a fleet of servers shares: "
+        "per-identity limits and concurrent-stream slots are counted there, and stream tokens "
+        "redeemed once across the fleet (its password, if any, is never logged).",
+    )
     default_provider: str | None = Field(
         default=None,
         description="Provider used when a request names none; by default openai, else "

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from streamfn.auth import keys
 from streamfn.auth.keys import KeyStore
 from streamfn.auth.stores import DynamoDBKeyStore, SqliteKeyStore
-from streamfn.auth.stream_tokens import StreamTokens, TokenError
+from streamfn.auth.stream_tokens import Claims, RedisClaims, StreamTokens, TokenError
 from streamfn.settings import Settings
 
 if TYPE_CHECKING:
@@ -69,11 +69,12 @@ class Gate:
         jwt: JwtVerifier | None = None,
         *,
         resume_window_s: float = 0,
+        claims: Claims | None = None,
     ) -> None:
         self.modes = modes
         self.store = store
         self.jwt = jwt
-        self.tokens = StreamTokens(store) if store is not None else None
+        self.tokens = StreamTokens(store, claims) if store is not None else None
         self.resume_window_s = resume_window_s
 
     @property
@@ -171,7 +172,8 @@ def open_gate(settings: Settings) -> Gate:
         if settings.keys_table
         else SqliteKeyStore(settings.keys_db)
     )
-    return Gate(modes, store, verifier, resume_window_s=window)
+    claims = RedisClaims(settings.redis_url.get_secret_value()) if settings.redis_url else None
+    return Gate(modes, store, verifier, resume_window_s=window, claims=claims)
 
 
 Render = Callable[[str, int, str, str, Mapping[str, str]], Response]

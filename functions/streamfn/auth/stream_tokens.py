@@ -16,7 +16,7 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from streamfn.auth.keys import KeyStore
 
@@ -56,9 +56,42 @@ def binding(query: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
+class Claims(Protocol):
+    async def claim(self, name: str, expires_at: float) -> bool:
+        """Record `name` as used, once: True the first time, False until it expires."""
+        ...
+
+
+class RedisClaims:
+    """Claims in the fleet's Redis: `SET name 1 NX EXAT expires_at` is set by one caller only
+    (https://redis.io/docs/latest/commands/set/)."""
+
+    def __init__(self, url: str) -> None:
+        from streamfn.redis_connection import client, where
+
+        self._redis = client(url)
+        self._where = where(url)
+
+    async def claim(self, name: str, expires_at: float) -> bool:
+        from redis.exceptions import RedisError
+
+        try:
+            done = await self._redis.set(
+                f"streamfn:claim:{name}", b"1", nx=True, exat=int(expires_at) + 1
+            )
+        except (RedisError, OSError) as exc:
+            # Not let through unrecorded: a token could then be redeemed twice.
+            raise TokenError(
+                f"stream tokens cannot be redeemed just now (Redis at {self._where}: "
+                f"{type(exc).__name__})"
+            ) from exc
+        return bool(done)
+
+
 class StreamTokens:
-    def __init__(self, store: KeyStore) -> None:
+    def __init__(self, store: KeyStore, claims: Claims | None = None) -> None:
         self._store = store
+        self._claims_store: Claims = claims if claims is not None else store
 
     async def _key(self) -> bytes:
         return await self._store.secret(SECRET_NAME)
@@ -104,6 +137,8 @@ class StreamTokens:
             raise TokenError("the stream token has expired: mint another")
         if claims.get("q") != binding(query):
             raise TokenError("the stream token was minted for another request")
-        if not await self._store.claim(f"stream-token:{claims['jti']}", float(claims["exp"])):
+        if not await self._claims_store.claim(
+            f"stream-token:{claims['jti']}", float(claims["exp"])
+        ):
             raise TokenError("the stream token was already used")
         return str(claims["sub"])

@@ -4,8 +4,9 @@ usage at the end). Beyond one: 429 with Retry-After.
 
 The identity is the API key's (`key:<id>`), else the caller's address. Limits come from
 settings, and a key's own limits (`streamfn keys create --rpm ...`) replace them for that key.
-Two stores behind `Quotas`: `MemoryQuotas` counts in this process (`make run`, one self-hosted
-process); `DynamoDBQuotas` counts in a table every process and Lambda environment shares
+Three stores behind `Quotas`: `MemoryQuotas` counts in this process (`make run`, one
+self-hosted process); `RedisQuotas` in the Redis a fleet of servers shares
+(`STREAMFN_REDIS_URL`); `DynamoDBQuotas` in a table every process and Lambda environment shares
 (`STREAMFN_LIMITS_TABLE`, which template.yaml sets).
 """
 
@@ -84,7 +85,13 @@ class Quotas(Protocol):
 
 
 def from_settings(settings: Settings) -> Quotas:
-    """The shared table when one is configured, else counts in this process."""
+    """The shared Redis or table when one is configured, else counts in this process."""
+    if settings.redis_url:
+        from streamfn.quotas.redis import RedisQuotas
+
+        return RedisQuotas(
+            settings.redis_url.get_secret_value(), lease_s=settings.total_timeout_s + 60
+        )
     if settings.limits_table:
         from streamfn.quotas.dynamodb import DynamoDBQuotas
 

@@ -1,0 +1,147 @@
+"""Limits counted in the Redis a fleet of servers shares (`STREAMFN_REDIS_URL`).
+
+One admission is one Lua script, which Redis runs atomically
+(https://redis.io/docs/latest/develop/interact/programmability/eval-intro/: "Redis guarantees
+the script's atomic execution ... blocking all server activities during its entire runtime"),
+on the server's clock (`TIME`), so that servers whose clocks differ still agree on the minute
+and the day. Two keys per identity, sharing its hash tag:
+
+- `streamfn:{<identity>}:counts`, a hash: the minute and its request count, the UTC day and its
+  tokens (used, plus reserved by requests still running);
+- `streamfn:{<identity>}:streams`, a sorted set of open streams' leases scored by their expiry
+  (the longest stream plus a minute): a server killed mid-stream cannot hold a slot for ever,
+  since expired leases are dropped before they are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from streamfn.quotas import Exceeded, Lease, Quota, Unavailable
+from streamfn.redis_connection import client, hash_tag, where
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+logger = logging.getLogger("streamfn.quotas")
+
+# The counts outlive their day by a day (a request still running at midnight settles into it).
+_COUNTS_TTL_S = 2 * 86400
+
+# ARGV: requests per minute, concurrent streams, tokens per day (-1: unlimited), tokens to
+# reserve, the lease's id, its lifetime. Returns {verdict, now, count}: verdict 0 admitted
+# (count: the UTC day its tokens were reserved in), 1 the minute's requests are used up, 2 the
+# streams are, 3 the day's tokens are (count: how many are used or reserved).
+_ACQUIRE = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+local minute = math.floor(now / 60)
+local day = math.floor(now / 86400)
+local rpm, streams, daily = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local reserve, lease_s = tonumber(ARGV[4]), tonumber(ARGV[6])
+local counts = redis.call('HMGET', KEYS[1], 'minute', 'requests', 'day', 'tokens')
+local requests = 0
+if tonumber(counts[1]) == minute then requests = tonumber(counts[2]) end
+local tokens = 0
+if tonumber(counts[3]) == day then tokens = tonumber(counts[4]) end
+if rpm >= 0 and requests >= rpm then return {1, tostring(now), requests} end
+if streams >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  local open = redis.call('ZCARD', KEYS[2])
+  if open >= streams then return {2, tostring(now), open} end
+end
+if daily >= 0 and tokens + reserve > daily then return {3, tostring(now), tokens} end
+redis.call('HSET', KEYS[1], 'minute', minute, 'requests', requests + 1, 'day', day,
+  'tokens', tokens + reserve)
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+if streams >= 0 then
+  redis.call('ZADD', KEYS[2], now + lease_s, ARGV[5])
+  redis.call('EXPIRE', KEYS[2], math.ceil(lease_s) + 60)
+end
+return {0, tostring(now), day}
+"""
+
+# ARGV: the lease's id, the day its tokens were reserved in, used minus reserved tokens.
+_RELEASE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if tonumber(redis.call('HGET', KEYS[1], 'day')) == tonumber(ARGV[2]) then
+  redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[3])
+end
+return 0
+"""
+
+
+def _limit(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+@dataclass
+class _RedisLease:
+    quotas: RedisQuotas
+    keys: list[str]
+    lease_id: str
+    day: int
+    reserved: int
+    released: bool = False
+
+    async def release(self, used_tokens: int) -> None:
+        if self.released:
+            return
+        self.released = True
+        try:
+            await self.quotas.run(
+                self.quotas.release_script,
+                self.keys,
+                [self.lease_id, self.day, used_tokens - self.reserved],
+            )
+        except Unavailable:
+            # The slot lapses with its lease; the day's tokens keep the reservation.
+            logger.warning("could not release a lease in Redis: it lapses on its own")
+
+
+class RedisQuotas:
+    def __init__(self, url: str, *, lease_s: float, redis: Redis | None = None) -> None:
+        self._redis = redis if redis is not None else client(url)
+        self._where = where(url)
+        self._lease_s = lease_s
+        self.acquire_script = self._redis.register_script(_ACQUIRE)
+        self.release_script = self._redis.register_script(_RELEASE)
+
+    async def run(self, script: Any, keys: list[str], args: list[Any]) -> list[Any]:
+        from redis.exceptions import RedisError
+
+        try:
+            result: list[Any] = await script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis at {self._where}: {type(exc).__name__}") from exc
+        return result
+
+    async def acquire(self, identity: str, quota: Quota, reserve_tokens: int) -> Lease:
+        tag = hash_tag(identity)
+        keys = [f"streamfn:{tag}:counts", f"streamfn:{tag}:streams"]
+        lease_id = secrets.token_hex(8)
+        verdict, now_text, count = await self.run(
+            self.acquire_script,
+            keys,
+            [
+                _limit(quota.requests_per_minute),
+                _limit(quota.concurrent_streams),
+                _limit(quota.tokens_per_day),
+                reserve_tokens,
+                lease_id,
+                self._lease_s,
+                _COUNTS_TTL_S,
+            ],
+        )
+        now = float(now_text)
+        if verdict == 1:
+            raise Exceeded.requests(identity, int(quota.requests_per_minute or 0), now)
+        if verdict == 2:
+            raise Exceeded.streams(identity, int(quota.concurrent_streams or 0))
+        if verdict == 3:
+            daily = int(quota.tokens_per_day or 0)
+            raise Exceeded.tokens(identity, daily, reserve_tokens, int(count), now)
+        return _RedisLease(self, keys, lease_id, int(count), reserve_tokens)
