@@ -48,7 +48,7 @@ from streamfn.origins import CrossOrigin, Origins
 from streamfn.pipeline import Pipeline, Refused
 from streamfn.providers import ProviderRegistry, ProviderSpec
 from streamfn.providers.registry import builtin_specs, default_provider, unreachable
-from streamfn.resume import STREAM_ID, open_log, position
+from streamfn.resume import STREAM_ID, LogUnavailable, open_log, position
 from streamfn.resume.http import Resumes
 from streamfn.resume.live import Streams
 from streamfn.settings import Settings
@@ -216,6 +216,13 @@ def create_app(
         """Stream a chat completion as Server-Sent Events."""
         return await native_chat(body, request)
 
+    async def _known(id: str) -> bool:
+        """Whether stream `id` exists; True when the log cannot tell (resuming says 503)."""
+        try:
+            return await streams.head(id) is not None
+        except LogUnavailable:
+            return True
+
     @app.get(
         "/chat/stream",
         response_class=Response,
@@ -232,7 +239,7 @@ def create_app(
         id, after = position(last)
         id = id or query.stream_id
         admitted = request.scope.get("streamfn.identity")
-        if id is not None and (last is not None or await streams.head(id) is not None):
+        if id is not None and (last is not None or await _known(id)):
             # A stream it cannot find (expired, or resume is off): 204 stops EventSource
             # cleanly, where a 404 would fire its error handler.
             return await resumes.resume(request, id, after, native.DIALECT, unknown=204)

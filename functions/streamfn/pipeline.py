@@ -27,7 +27,7 @@ from streamfn.providers import ProviderRegistry, ProviderSpec, UnknownProviderEr
 from streamfn.quotas import Exceeded, Quota, Quotas, Unavailable, from_settings
 from streamfn.request import ChatRequest, Limits, check
 from streamfn.resilience import RetryPolicy, candidate_names, first_success
-from streamfn.resume import Head
+from streamfn.resume import Head, LogUnavailable
 from streamfn.resume.live import Streams
 from streamfn.settings import Settings
 from streamfn.streaming import Completion, complete_response, stream_response
@@ -285,8 +285,21 @@ class Pipeline:
         return Accounted(response, tally, self.accountant)
 
     async def _unused(self, stream_id: str | None) -> None:
-        """`Refused` (409) for a `stream_id` already taken."""
-        if stream_id is not None and await self.streams.head(stream_id) is not None:
+        """`Refused` (409) for a `stream_id` already taken; 503 when that cannot be told."""
+        if stream_id is None:
+            return
+        try:
+            taken = await self.streams.head(stream_id) is not None
+        except LogUnavailable:
+            raise Refused(
+                503,
+                "unavailable",
+                "the stream log cannot be reached just now, so stream_id cannot be checked: "
+                "try again shortly, or leave stream_id out",
+                "stream_id",
+                headers={"Retry-After": "1"},
+            ) from None
+        if taken:
             raise Refused(
                 409,
                 "conflict",

@@ -1,5 +1,6 @@
-"""The Redis a fleet of servers shares (`STREAMFN_REDIS_URL`): one asyncio client per URL in a
-process, for every part that keeps its state there (limits, stream tokens).
+"""The Redis a fleet of servers shares (`STREAMFN_REDIS_URL`): one asyncio client per URL and
+event loop, for every part that keeps its state there (limits, stream tokens, the stream log's
+waits). Per event loop, because an asyncio connection belongs to the loop that opened it.
 
 redis-py's asyncio client, with what its defaults leave open set explicitly: RESP3, and socket
 timeouts, so that a Redis that stops answering fails a request in seconds (a 503) instead of
@@ -9,6 +10,8 @@ share a slot when the server is a Cluster.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,16 +20,20 @@ if TYPE_CHECKING:
 # Long enough for a loaded server's answer, short enough that a dead one is a quick 503.
 TIMEOUT_S = 2.0
 
-_clients: dict[str, Redis] = {}
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Redis]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def client(url: str) -> Redis:
-    """The process's client for `url`, made on first use (it connects on its first command)."""
-    found = _clients.get(url)
+    """The running loop's client for `url`, made on first use (it connects on its first
+    command)."""
+    clients = _clients.setdefault(asyncio.get_running_loop(), {})
+    found = clients.get(url)
     if found is None:
         from redis.asyncio import Redis  # imported on use: only a fleet needs it
 
-        found = _clients[url] = Redis.from_url(
+        found = clients[url] = Redis.from_url(
             url,
             protocol=3,
             socket_timeout=TIMEOUT_S,

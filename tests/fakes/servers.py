@@ -50,7 +50,7 @@ class RedisServer:
         self.cli("FLUSHALL")
 
 
-def _start_redis(directory: Path, port: int) -> subprocess.Popen[bytes]:
+def start_redis(directory: Path, port: int) -> subprocess.Popen[bytes]:
     binary = _binary("redis-server", "redis-server")
     process = subprocess.Popen(
         [
@@ -81,7 +81,7 @@ def _start_redis(directory: Path, port: int) -> subprocess.Popen[bytes]:
 def redis_server() -> Iterator[RedisServer]:
     directory = Path(tempfile.mkdtemp(prefix="streamfn-redis-"))
     port = free_port()
-    server = RedisServer(port, _start_redis(directory, port), directory)
+    server = RedisServer(port, start_redis(directory, port), directory)
     try:
         yield server
     finally:

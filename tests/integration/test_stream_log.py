@@ -1,5 +1,6 @@
-"""The stream log's contract, the same for the SQLite file and the DynamoDB table (moto's
-server mode), and the journal's paging over it: every event once, in order, ends marked."""
+"""The stream log's contract, the same for the SQLite file, a real Redis and the DynamoDB table
+(moto's server mode), and the journal's paging over it: every event once, in order, ends
+marked."""
 
 from __future__ import annotations
 
@@ -16,16 +17,21 @@ from streamfn.dialects import Event
 from streamfn.resume import LEASE_S, Head, Page, StreamLog, position
 from streamfn.resume.dynamodb import DynamoDBStreamLog
 from streamfn.resume.live import Streams
+from streamfn.resume.redis import RedisStreamLog
 from streamfn.resume.sqlite import SqliteStreamLog
 from tests.fakes.aws import Moto, create_streams_table
+from tests.fakes.servers import RedisServer
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=["sqlite", "redis", "dynamodb"])
 def log(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[StreamLog]:
     if request.param == "sqlite":
         made: StreamLog = SqliteStreamLog(tmp_path / "streams.sqlite3", ttl_s=3600)
+    elif request.param == "redis":
+        redis: RedisServer = request.getfixturevalue("redis")
+        made = RedisStreamLog(redis.url, ttl_s=3600)
     else:
         moto: Moto = request.getfixturevalue("moto")
         for name, value in moto.env.items():
@@ -128,8 +134,20 @@ def test_leases_readers_and_who_ends_a_dead_producers_stream(log: StreamLog) -> 
     assert not log.interrupt("nothing-here", end, None)
 
 
-def test_orphans_are_the_streams_of_dead_producers(tmp_path: Path) -> None:
-    log = SqliteStreamLog(tmp_path / "streams.sqlite3", ttl_s=3600)
+@pytest.fixture(params=["sqlite", "redis"])
+def listing_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StreamLog]:
+    """The logs that can list their streams whose producers died."""
+    if request.param == "sqlite":
+        made: StreamLog = SqliteStreamLog(tmp_path / "streams.sqlite3", ttl_s=3600)
+    else:
+        redis: RedisServer = request.getfixturevalue("redis")
+        made = RedisStreamLog(redis.url, ttl_s=3600)
+    yield made
+    made.close()
+
+
+def test_orphans_are_the_streams_of_dead_producers(listing_log: StreamLog) -> None:
+    log = listing_log
     dead, alive, done = head(), head(), head()
     log.write(
         [dead, alive, done], [Page(dead.id, 1, events(1)), Page(done.id, 1, events(1), end=True)]
@@ -140,7 +158,6 @@ def test_orphans_are_the_streams_of_dead_producers(tmp_path: Path) -> None:
     assert orphan.id == dead.id
     assert last is not None
     assert last.last == 1
-    log.close()
 
 
 def test_the_local_log_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -67,16 +67,18 @@ class RedisClaims:
     (https://redis.io/docs/latest/commands/set/)."""
 
     def __init__(self, url: str) -> None:
-        from streamfn.redis_connection import client, where
+        from streamfn.redis_connection import where
 
-        self._redis = client(url)
+        self._url = url
         self._where = where(url)
 
     async def claim(self, name: str, expires_at: float) -> bool:
         from redis.exceptions import RedisError
 
+        from streamfn.redis_connection import client
+
         try:
-            done = await self._redis.set(
+            done = await client(self._url).set(
                 f"streamfn:claim:{name}", b"1", nx=True, exat=int(expires_at) + 1
             )
         except (RedisError, OSError) as exc:

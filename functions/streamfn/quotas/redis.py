@@ -93,7 +93,7 @@ class _RedisLease:
         self.released = True
         try:
             await self.quotas.run(
-                self.quotas.release_script,
+                _RELEASE,
                 self.keys,
                 [self.lease_id, self.day, used_tokens - self.reserved],
             )
@@ -104,17 +104,18 @@ class _RedisLease:
 
 class RedisQuotas:
     def __init__(self, url: str, *, lease_s: float, redis: Redis | None = None) -> None:
-        self._redis = redis if redis is not None else client(url)
+        self._url = url
+        self._redis = redis  # None: the running loop's client for `url`
         self._where = where(url)
         self._lease_s = lease_s
-        self.acquire_script = self._redis.register_script(_ACQUIRE)
-        self.release_script = self._redis.register_script(_RELEASE)
 
-    async def run(self, script: Any, keys: list[str], args: list[Any]) -> list[Any]:
+    async def run(self, script: str, keys: list[str], args: list[Any]) -> list[Any]:
         from redis.exceptions import RedisError
 
+        redis = self._redis if self._redis is not None else client(self._url)
         try:
-            result: list[Any] = await script(keys=keys, args=args)
+            # EVALSHA, loading the script on first use (redis-py's Script).
+            result: list[Any] = await redis.register_script(script)(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise Unavailable(f"Redis at {self._where}: {type(exc).__name__}") from exc
         return result
@@ -124,7 +125,7 @@ class RedisQuotas:
         keys = [f"streamfn:{tag}:counts", f"streamfn:{tag}:streams"]
         lease_id = secrets.token_hex(8)
         verdict, now_text, count = await self.run(
-            self.acquire_script,
+            _ACQUIRE,
             keys,
             [
                 _limit(quota.requests_per_minute),

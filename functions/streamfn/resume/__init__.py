@@ -7,8 +7,9 @@ connection can come back (`GET /chat/stream/{id}`, EventSource's own reconnect, 
 - `live`: the process's registry of producers and of the streams it follows from the log.
 - `journal`: one task per process that writes their events to the log in batches, and keeps
   their ownership there (`beat`).
-- The log, behind `StreamLog`: SQLite locally (`sqlite`), DynamoDB in AWS (`dynamodb`), where a
-  resume request is another invocation that reads what the producing one wrote.
+- The log, behind `StreamLog`: SQLite locally (`sqlite`), Redis for a fleet of servers
+  (`redis`), DynamoDB in AWS (`dynamodb`), where a resume request is another invocation that
+  reads what the producing one wrote.
 
 A stream's events are numbered from 1; each is framed with the SSE id `<stream id>:<n>`, so
 that the `Last-Event-ID` an EventSource sends back names both the stream and the place in it.
@@ -45,6 +46,11 @@ _STREAM_ID = re.compile(STREAM_ID)
 # dead producer's followers learn of it within about this long. Several heartbeats fit in it, so
 # that a loaded process is not taken for a dead one.
 LEASE_S = 5.0
+
+
+class LogUnavailable(Exception):
+    """The stream log cannot be read just now (its server is down): what needs it is refused
+    (503); streams that do not are served without it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +102,8 @@ class Beat:
 
 
 class StreamLog(Protocol):
-    """The durable log. Its methods block (sqlite3, boto3): callers run them in a worker
-    thread."""
+    """The durable log. Its methods block (sqlite3, boto3, redis-py), but `wait`: callers run
+    them in a worker thread."""
 
     poll_s: float  # how often a follower in another process looks for new pages
     beat_s: float  # how often a journal renews its leases and looks for stops
@@ -155,6 +161,11 @@ class StreamLog(Protocol):
         them)."""
         ...
 
+    async def wait(self, id: str, after: int) -> None:
+        """Until stream `id` may have pages past `after` (a follower then reads them), or at
+        most `poll_s`."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -176,14 +187,19 @@ def position(last_event_id: str | None, after: str | None = None) -> tuple[str |
 
 
 def open_log(settings: Settings) -> StreamLog | None:
-    """The log `settings` ask for: the DynamoDB table if named, else the SQLite file; none when
-    resume is off, or in Lambda without a table (its files vanish with the environment)."""
+    """The log `settings` ask for: the DynamoDB table if named, else the fleet's Redis, else the
+    SQLite file; none when resume is off, or in Lambda without a table (its files vanish with
+    the environment)."""
     if not settings.resume:
         return None
     if settings.streams_table:
         from streamfn.resume.dynamodb import DynamoDBStreamLog
 
         return DynamoDBStreamLog(settings.streams_table, ttl_s=settings.resume_ttl_s)
+    if settings.redis_url:
+        from streamfn.resume.redis import RedisStreamLog
+
+        return RedisStreamLog(settings.redis_url.get_secret_value(), ttl_s=settings.resume_ttl_s)
     if in_lambda():
         logger.warning("STREAMFN_STREAMS_TABLE is not set: streams cannot be resumed")
         return None

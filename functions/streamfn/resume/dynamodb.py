@@ -18,6 +18,7 @@ consistent reads, so a page written is a page seen.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
@@ -257,6 +258,9 @@ class DynamoDBStreamLog:
     def orphans(self, now: float) -> list[tuple[Head, Page | None]]:  # noqa: ARG002
         # Finding them would be a Scan of the whole table; a follower finds its stream's.
         return []
+
+    async def wait(self, id: str, after: int) -> None:  # noqa: ARG002
+        await asyncio.sleep(self.poll_s)  # polled: nothing tells of a new page
 
     def close(self) -> None:
         self._dynamodb.close()

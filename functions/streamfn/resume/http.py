@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response
 
 from streamfn.accounting import owner
 from streamfn.dialects import Dialect
-from streamfn.resume import Head
+from streamfn.resume import Head, LogUnavailable
 from streamfn.resume.live import Streams
 from streamfn.settings import Settings
 from streamfn.sse import event_stream
@@ -24,6 +24,9 @@ class NotResumable(Exception):
         return dialect.error(self.status, self.type, self.message, param="id")
 
 
+_LOG_DOWN = "the stream log cannot be reached just now: try again shortly"
+
+
 class Resumes:
     def __init__(self, streams: Streams, settings: Settings) -> None:
         self.streams = streams
@@ -31,7 +34,10 @@ class Resumes:
 
     async def find(self, request: Request, id: str) -> Head:
         """The head of stream `id`, if the caller started it; `NotResumable` otherwise."""
-        head = await self.streams.head(id)
+        try:
+            head = await self.streams.head(id)
+        except LogUnavailable:
+            raise NotResumable(503, "unavailable", _LOG_DOWN) from None
         if head is None:
             raise NotResumable(
                 404,
@@ -68,7 +74,11 @@ class Resumes:
                 return Response(status_code=unknown)
             return exc.response(dialect)
         streams, settings = self.streams, self._settings
-        if not await streams.remaining(head, after):
+        try:
+            left = await streams.remaining(head, after)
+        except LogUnavailable:
+            return NotResumable(503, "unavailable", _LOG_DOWN).response(dialect)
+        if not left:
             return Response(status_code=204, headers={"x-stream-id": head.id})
         producer = streams.local(head.id)
         response = event_stream(
@@ -88,12 +98,18 @@ class Resumes:
             head = await self.find(request, id)
         except NotResumable as exc:
             return exc.response(dialect)
-        await self.streams.stop(head)
+        try:
+            await self.streams.stop(head)
+        except LogUnavailable:
+            return NotResumable(503, "unavailable", _LOG_DOWN).response(dialect)
         return JSONResponse({"id": id, "stopping": True}, status_code=202)
 
     async def stop_chat(self, request: Request, chat: str, dialect: Dialect) -> Response:
         """Stop the AI SDK chat `chat`'s latest stream (the SDK's own `stop()` only leaves)."""
-        id = await self.streams.latest(owner(request), chat)
+        try:
+            id = await self.streams.latest(owner(request), chat)
+        except LogUnavailable:
+            return NotResumable(503, "unavailable", _LOG_DOWN).response(dialect)
         if id is None:
             return NotResumable(404, "not_found", f"chat {chat} has no stream").response(dialect)
         return await self.stop(request, id, dialect)
@@ -101,13 +117,17 @@ class Resumes:
     async def chat(self, request: Request, chat: str, dialect: Dialect) -> Response:
         """The AI SDK chat `chat`'s running stream, whole from its first event; 204 when none
         is running (an ended one is the app's to keep, as the SDK's own servers do)."""
-        id = await self.streams.latest(owner(request), chat)
-        if id is None:
-            return Response(status_code=204)
         try:
+            id = await self.streams.latest(owner(request), chat)
+            if id is None:
+                return Response(status_code=204)
             head = await self.find(request, id)
-        except NotResumable:
+            if not await self.streams.running(head):
+                return Response(status_code=204)
+        except NotResumable as exc:
+            if exc.status == 503:
+                return exc.response(dialect)
             return Response(status_code=204)  # expired meanwhile
-        if not await self.streams.running(head):
-            return Response(status_code=204)
+        except LogUnavailable:
+            return NotResumable(503, "unavailable", _LOG_DOWN).response(dialect)
         return await self.resume(request, id, 0, dialect)

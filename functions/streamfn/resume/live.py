@@ -10,14 +10,17 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from streamfn.chunks import StreamChunk
 from streamfn.dialects import Encode, Event
-from streamfn.resume import LEASE_S, Head, Page, StreamLog
+from streamfn.resume import LEASE_S, Head, LogUnavailable, Page, StreamLog
 from streamfn.resume.journal import Journal
 from streamfn.resume.producer import Producer
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Pages read from the log in one go (about 90,000 characters each) by a reader behind.
 _PAGES_AT_ONCE = 8
@@ -102,20 +105,31 @@ class Streams:
     def local(self, id: str) -> Producer | None:
         return self._live.get(id)
 
+    async def _ask(self, question: Callable[..., T], *args: Any) -> T:
+        """A read of the log, in a worker thread; `LogUnavailable` if the log fails it."""
+        try:
+            return await asyncio.to_thread(question, *args)
+        except Exception as exc:
+            logger.exception("the stream log cannot be read")
+            raise LogUnavailable(type(exc).__name__) from exc
+
     async def head(self, id: str) -> Head | None:
         producer = self._live.get(id)
         if producer is not None:
             return producer.head
         if self.log is None:
             return None
-        return await asyncio.to_thread(self.log.head, id)
+        return await self._ask(self.log.head, id)
 
     async def latest(self, owner: str, chat: str) -> str | None:
-        """The last stream `owner` started for the AI SDK chat `chat`."""
+        """The last stream `owner` started for the AI SDK chat `chat`: one produced here first,
+        since the log may not have its head yet (the journal writes it with its first batch)."""
+        mine = [p.head for p in self._live.values() if (p.head.owner, p.head.chat) == (owner, chat)]
+        if mine:
+            return max(mine, key=lambda h: h.started_at).id
         if self.log is None:
-            mine = (p.head for p in self._live.values())
-            return next((h.id for h in mine if (h.owner, h.chat) == (owner, chat)), None)
-        return await asyncio.to_thread(self.log.latest, owner, chat)
+            return None
+        return await self._ask(self.log.latest, owner, chat)
 
     async def running(self, head: Head) -> bool:
         """Whether `head`'s stream has yet to end."""
@@ -124,7 +138,7 @@ class Streams:
             return not producer.ended
         if self.log is None:
             return False
-        last = await asyncio.to_thread(self.log.last_page, head.id)
+        last = await self._ask(self.log.last_page, head.id)
         return not (last is not None and last.end)
 
     async def remaining(self, head: Head, after: int) -> bool:
@@ -134,7 +148,7 @@ class Streams:
             return producer.remaining(after)
         if self.log is None:
             return False
-        last = await asyncio.to_thread(self.log.last_page, head.id)
+        last = await self._ask(self.log.last_page, head.id)
         return not (last is not None and last.end and last.last <= after)
 
     def follow(self, head: Head, after: int) -> AsyncGenerator[tuple[int, Event], None]:
@@ -200,7 +214,7 @@ class Streams:
                     async for item in producer.follow(seq):
                         yield item
                     return
-                await asyncio.sleep(log.poll_s)
+                await log.wait(head.id, seq)
         finally:
             left = self.reading[head.id] - 1
             if left:
@@ -286,9 +300,9 @@ class Streams:
             return
         if self.log is None:
             return
-        await asyncio.to_thread(self.log.stop, head.id)
+        await self._ask(self.log.stop, head.id)
         now = time.time()
-        beat = await asyncio.to_thread(self.log.beat, (), (head.id,), now)
+        beat = await self._ask(self.log.beat, (), (head.id,), now)
         lease = beat.leases.get(head.id)
         if now > head.ends_by or (lease is not None and lease < now):
             last = await asyncio.to_thread(self.log.last_page, head.id)

@@ -12,6 +12,7 @@ truncated after checkpoints, so the file shrinks rather than only stops growing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -318,6 +319,9 @@ class SqliteStreamLog:
                 f"SELECT {_HEAD} FROM streams WHERE NOT ended AND lease_until < ?", (now,)
             ).fetchall()
         return [(head, self.last_page(head.id)) for head in map(_head, heads)]
+
+    async def wait(self, id: str, after: int) -> None:  # noqa: ARG002
+        await asyncio.sleep(self.poll_s)  # polled: nothing tells of a new page
 
     def close(self) -> None:
         with self._lock:
