@@ -66,13 +66,14 @@ run-lambda: $(VENV)/.dev-installed
 		SNAPSTART=$(SNAPSTART) CONCURRENCY=$(CONCURRENCY) $(BIN)/python local/lambda_emulator.py
 
 # Debian packages some tests drive: chromium (the browser tests; Playwright downloads no browser),
-# nginx (the self-hosting site in infra/nginx) and redis-server (the fleet's shared state).
-# Installed when missing and we are root.
-SYSTEM_PACKAGES := chromium nginx redis-server
+# nginx (the self-hosting site in infra/nginx), redis-server and postgresql (a fleet's shared
+# state). Installed when missing and we are root. Each is `package` or `package:command`.
+SYSTEM_PACKAGES := chromium nginx redis-server postgresql:pg_ctlcluster
 system-deps:
 	@missing=""; \
-	for p in $(SYSTEM_PACKAGES); do \
-		PATH="$$PATH:/usr/sbin" command -v $$p >/dev/null || missing="$$missing $$p"; \
+	for entry in $(SYSTEM_PACKAGES); do \
+		p=$${entry%%:*}; c=$${entry#*:}; \
+		PATH="$$PATH:/usr/sbin" command -v $$c >/dev/null || missing="$$missing $$p"; \
 	done; \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -59,6 +59,19 @@ from streamfn.usage import UsageStore
 logger = logging.getLogger(__name__)
 
 
+async def _prepare_database(settings: Settings) -> None:
+    """Make or migrate the fleet's database schema at start-up; serving goes on if it cannot
+    (what needs the database answers 503 until it can)."""
+    if settings.database_url is None:
+        return
+    from streamfn.postgres import DatabaseUnavailable, database
+
+    try:
+        await database(settings.database_url.get_secret_value()).execute("SELECT 1")
+    except DatabaseUnavailable as exc:
+        logger.error("the database cannot be reached at start-up: %s", exc)
+
+
 @cache
 def _static(name: str) -> str:
     return (files("streamfn") / "static" / name).read_text(encoding="utf-8")
@@ -145,6 +158,7 @@ def create_app(
             anyio.Event()
             await registry.prepare()
             await streams.prepare()
+            await _prepare_database(settings)
             yield
         finally:
             try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from streamfn.auth import keys
 from streamfn.auth.keys import KeyStore
-from streamfn.auth.stores import DynamoDBKeyStore, SqliteKeyStore
+from streamfn.auth.stores import DynamoDBKeyStore, PostgresKeyStore, SqliteKeyStore
 from streamfn.settings import Settings
 from streamfn.stores import DynamoDBUsageStore, SqliteUsageStore
 
@@ -44,11 +44,30 @@ def _stack_output(stack: str, key: str) -> str:
     raise SystemExit(f"stack {stack} has no output {key}")
 
 
-def usage(db: Path, days: int | None, table: str | None = None, retention_days: int = 90) -> int:
+def usage(
+    db: Path,
+    days: int | None,
+    table: str | None = None,
+    retention_days: int = 90,
+    database_url: str | None = None,
+) -> int:
     if table:
         # A deployed stack's table: one query of its day index per day, never a scan.
         store = DynamoDBUsageStore(table, ttl_days=retention_days)
         totals = store.totals(days or retention_days)
+    elif database_url:
+        import psycopg
+
+        from streamfn.postgres import Database, DatabaseUnavailable
+        from streamfn.stores.postgres import PostgresUsageStore
+
+        try:
+            totals = PostgresUsageStore(Database(database_url)).totals(
+                since=time.time() - days * 86400 if days else 0
+            )
+        except (psycopg.OperationalError, DatabaseUnavailable) as exc:
+            sys.stderr.write(f"cannot read usage records: {type(exc).__name__}\n")
+            return 1
     else:
         if not db.exists():
             sys.stderr.write(f"no usage records yet: {db} does not exist\n")
@@ -78,7 +97,13 @@ def usage(db: Path, days: int | None, table: str | None = None, retention_days: 
 def _key_store(args: argparse.Namespace) -> KeyStore:
     settings = Settings()
     table = args.table or settings.keys_table
-    return DynamoDBKeyStore(table) if table else SqliteKeyStore(args.db or settings.keys_db)
+    if table:
+        return DynamoDBKeyStore(table)
+    if settings.database_url and args.db is None:
+        from streamfn.postgres import Database
+
+        return PostgresKeyStore(Database(settings.database_url.get_secret_value()))
+    return SqliteKeyStore(args.db or settings.keys_db)
 
 
 async def _keys(args: argparse.Namespace) -> int:
@@ -167,8 +192,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "keys",
         help="API keys: create, list, revoke",
         description="API keys for STREAMFN_AUTH=api_key. Only a hash of each key is stored; "
-        "a new key is printed once. Keys live in the local SQLite file (STREAMFN_KEYS_DB), or "
-        "in the DynamoDB table given by --table or STREAMFN_KEYS_TABLE.",
+        "a new key is printed once. Keys live in the local SQLite file (STREAMFN_KEYS_DB), in "
+        "PostgreSQL (STREAMFN_DATABASE_URL), or in the DynamoDB table given by --table or "
+        "STREAMFN_KEYS_TABLE.",
     )
     api_keys.add_argument("--db", type=Path, default=None, help="the SQLite key file")
     api_keys.add_argument("--table", default=None, help="a DynamoDB table (AWS credentials)")
@@ -192,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = args.table or (args.stack and _stack_output(args.stack, "UsageTableName"))
     if not table and args.db is None:
         table = settings.usage_table
-    sys.exit(usage(args.db or settings.usage_db, args.days, table, settings.usage_ttl_days))
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    days, retention = args.days, settings.usage_ttl_days
+    sys.exit(usage(args.db or settings.usage_db, days, table, retention, None if args.db else url))
 
 
 if __name__ == "__main__":

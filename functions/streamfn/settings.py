@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         "per-identity limits and concurrent-stream slots are counted there, and stream tokens "
         "redeemed once across the fleet (its password, if any, is never logged).",
     )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql:// URL of the PostgreSQL a fleet of servers shares: API keys "
+        "and usage records are kept there (the schema is made and migrated at start).",
+    )
     default_provider: str | None = Field(
         default=None,
         description="Provider used when a request names none; by default openai, else "

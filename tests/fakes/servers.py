@@ -1,6 +1,6 @@
 """Real servers for the tests, from Debian's packages, each started once per test session on a
 free loopback port with its files in a throwaway directory: `redis` (Redis without
-persistence).
+persistence) and `postgres` (PostgreSQL, trusting loopback, fsync off).
 
 `make test` installs the packages when they are missing (see SYSTEM_PACKAGES in the Makefile);
 where they cannot be installed, the tests that need them skip, except in CI, where they fail.
@@ -8,6 +8,7 @@ where they cannot be installed, the tests that need them skip, except in CI, whe
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -95,3 +96,101 @@ def redis(redis_server: RedisServer) -> RedisServer:
     """The session's Redis, emptied for this test."""
     redis_server.flush()
     return redis_server
+
+
+def _postgres_binary(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name) or ""]
+    if not found[-1]:
+        message = (
+            f"PostgreSQL's {name} is not installed (Debian's postgresql; `make test` installs it)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found[-1]
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run it as the `postgres` user."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *command]
+    return command
+
+
+@dataclass
+class PostgresServer:
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://streamfn@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            _as_postgres(
+                [
+                    _postgres_binary("postgres"),
+                    "-D",
+                    str(self.directory / "data"),
+                    "-p",
+                    str(self.port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    f"unix_socket_directories={self.directory}",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "max_connections=200",
+                ]
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        process = self.process
+
+        def alive() -> None:
+            assert process.poll() is None, f"postgres exited with {process.returncode}"
+
+        wait_for_port(self.port, "postgres", alive)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # a smart shutdown: SIGTERM
+            self.process.wait(30)
+        self.process = None
+
+    def psql(self, sql: str) -> str:
+        command = [_postgres_binary("psql"), self.url, "-At", "-c", sql]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    directory = Path(tempfile.mkdtemp(prefix="streamfn-postgres-"))
+    if os.geteuid() == 0:
+        shutil.chown(directory, "postgres", "postgres")
+    initdb = [_postgres_binary("initdb"), "-D", str(directory / "data"), "-A", "trust"]
+    subprocess.run(
+        _as_postgres([*initdb, "-U", "streamfn", "--no-sync"]),
+        check=True,
+        capture_output=True,
+    )
+    server = PostgresServer(free_port(), directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres(postgres_server: PostgresServer) -> PostgresServer:
+    """The session's PostgreSQL, with streamfn's tables dropped for this test."""
+    if postgres_server.process is None:
+        postgres_server.start()  # a test stopped it
+    postgres_server.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    return postgres_server

@@ -20,8 +20,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streamfn.auth import keys
 from streamfn.auth.keys import KeyStore
-from streamfn.auth.stores import DynamoDBKeyStore, SqliteKeyStore
+from streamfn.auth.stores import DynamoDBKeyStore, PostgresKeyStore, SqliteKeyStore
 from streamfn.auth.stream_tokens import Claims, RedisClaims, StreamTokens, TokenError
+from streamfn.postgres import DatabaseUnavailable, database
 from streamfn.settings import Settings
 
 if TYPE_CHECKING:
@@ -167,11 +168,13 @@ def open_gate(settings: Settings) -> Gate:
             )
         return Gate(modes, None)
     window = settings.resume_ttl_s if settings.resume else 0
-    store: KeyStore = (
-        DynamoDBKeyStore(settings.keys_table)
-        if settings.keys_table
-        else SqliteKeyStore(settings.keys_db)
-    )
+    store: KeyStore
+    if settings.keys_table:
+        store = DynamoDBKeyStore(settings.keys_table)
+    elif settings.database_url:
+        store = PostgresKeyStore(database(settings.database_url.get_secret_value()))
+    else:
+        store = SqliteKeyStore(settings.keys_db)
     claims = RedisClaims(settings.redis_url.get_secret_value()) if settings.redis_url else None
     return Gate(modes, store, verifier, resume_window_s=window, claims=claims)
 
@@ -214,6 +217,14 @@ class AuthMiddleware:
                 scope[SCOPE_KEY] = identity or await self.gate.authenticate(headers)
             except Unauthorized as exc:
                 response = self.render(scope["path"], 401, "unauthorized", exc.message, CHALLENGE)
+                await response(scope, receive, send)
+                return
+            except DatabaseUnavailable as exc:
+                logger.error("keys cannot be checked: %s", exc)
+                message = "credentials cannot be checked just now: try again shortly"
+                response = self.render(
+                    scope["path"], 503, "unavailable", message, {"Retry-After": "1"}
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -1,5 +1,6 @@
-"""Key stores: a SQLite file locally (`STREAMFN_KEYS_DB`), a DynamoDB table in AWS
-(`STREAMFN_KEYS_TABLE`). Both implement `streamfn.auth.keys.KeyStore`."""
+"""Key stores: a SQLite file locally (`STREAMFN_KEYS_DB`), PostgreSQL for a fleet
+(`STREAMFN_DATABASE_URL`), a DynamoDB table in AWS (`STREAMFN_KEYS_TABLE`). Each implements
+`streamfn.auth.keys.KeyStore`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from streamfn.auth.keys import ApiKey
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb.service_resource import Table
+
+    from streamfn.postgres import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (name TEXT PRIMARY KEY, expires_at REAL NOT NULL);
@@ -226,3 +229,61 @@ class DynamoDBKeyStore:
 
     async def aclose(self) -> None:
         """boto3 holds no connection that needs closing."""
+
+
+class PostgresKeyStore:
+    """Keys, claims and secrets in the PostgreSQL a fleet shares (`STREAMFN_DATABASE_URL`)."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> ApiKey:
+        id, name, hash, created, expires, revoked, limits = row
+        return ApiKey(id, name, hash, created, expires, revoked, dict(limits or {}))
+
+    async def get(self, id: str) -> ApiKey | None:
+        rows = await self._db.execute("SELECT * FROM api_keys WHERE id = %s", (id,))
+        return self._record(rows[0]) if rows else None
+
+    async def put(self, record: ApiKey) -> None:
+        await self._db.execute(
+            "INSERT INTO api_keys VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                record.id,
+                record.name,
+                record.hash,
+                record.created_at,
+                record.expires_at,
+                record.revoked_at,
+                json.dumps(record.limits),
+            ),
+        )
+
+    async def all(self) -> list[ApiKey]:
+        rows = await self._db.execute("SELECT * FROM api_keys ORDER BY created_at")
+        return [self._record(row) for row in rows]
+
+    async def revoke(self, id: str, at: float) -> bool:
+        changed = await self._db.rowcount(
+            "UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL", (at, id)
+        )
+        return changed == 1
+
+    async def claim(self, name: str, expires_at: float) -> bool:
+        await self._db.execute("DELETE FROM claims WHERE expires_at < %s", (time.time(),))
+        changed = await self._db.rowcount(
+            "INSERT INTO claims VALUES (%s, %s) ON CONFLICT (name) DO NOTHING", (name, expires_at)
+        )
+        return changed == 1
+
+    async def secret(self, name: str) -> bytes:
+        await self._db.execute(
+            "INSERT INTO secrets VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+            (name, secrets.token_bytes(32)),
+        )
+        rows = await self._db.execute("SELECT value FROM secrets WHERE name = %s", (name,))
+        return bytes(rows[0][0])
+
+    async def aclose(self) -> None:
+        await self._db.aclose()
