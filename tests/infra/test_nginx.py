@@ -3,9 +3,11 @@ on loopback with the site file as shipped (only its addresses changed)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +19,9 @@ from starlette.types import ASGIApp
 from streamfn.app import create_app
 from streamfn.settings import Settings
 from tests.fakes import wire as w
+from tests.fakes.servers import RedisServer
 from tests.fakes.upstream import Reply, Upstream
+from tests.processes import ServerProcess
 from tests.sse_client import stream, text_of, user
 from tests.waiting import free_port, wait_for_port
 
@@ -28,14 +32,15 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 @pytest.fixture
 def nginx_in_front(tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """`start(upstream_url)`: nginx with the shipped site proxying to it; returns nginx's URL."""
+    """`start(upstream_url)`: nginx with the shipped site proxying to it (or to each of a list
+    of upstreams, a fleet); returns nginx's URL."""
     if not Path(NGINX).exists():
         if os.environ.get("CI"):
             pytest.fail("nginx is missing: `make test` installs Debian's nginx")
         pytest.skip("nginx is not installed (make test installs it when run as root)")
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(upstream: str, read_timeout: str | None = None) -> str:
+    def start(upstream: str | list[str], read_timeout: str | None = None) -> str:
         port = free_port()
         site = SITE.read_text()
         if read_timeout is not None:  # a proxy that cuts an idle upstream sooner
@@ -43,7 +48,9 @@ def nginx_in_front(tmp_path: Path) -> Iterator[Callable[..., str]]:
             site = site.replace("proxy_read_timeout 900s;", f"proxy_read_timeout {read_timeout};")
         assert "server 127.0.0.1:8000;" in site
         assert "listen 80;" in site
-        site = site.replace("server 127.0.0.1:8000;", f"server {upstream.removeprefix('http://')};")
+        servers = [upstream] if isinstance(upstream, str) else upstream
+        lines = "\n    ".join(f"server {u.removeprefix('http://')};" for u in servers)
+        site = site.replace("server 127.0.0.1:8000;", lines)
         site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
         (tmp_path / "site.conf").write_text(site)
         (tmp_path / "nginx.conf").write_text(
@@ -149,3 +156,57 @@ async def test_early_commit_keeps_a_slow_first_token_alive_through_a_proxy(
     assert response.status_code == 200
     assert text_of(events) == "finally"
     assert events[-1].event == "done"
+
+
+async def test_a_fleet_of_three_behind_nginx_shares_limits_and_resumes(
+    nginx_in_front: Callable[..., str], redis: RedisServer, tmp_path: Path
+) -> None:
+    settings = {
+        "STREAMFN_REDIS_URL": redis.url,
+        "STREAMFN_ECHO_DELAY_MS": "30",
+        "STREAMFN_REQUESTS_PER_MINUTE": "10",
+    }
+    servers = [
+        ServerProcess(
+            {
+                **settings,
+                "STREAMFN_USAGE_DB": str(tmp_path / f"usage-{i}.sqlite3"),
+                "STREAMFN_STREAMS_DB": str(tmp_path / f"streams-{i}.sqlite3"),
+            }
+        )
+        for i in range(3)
+    ]
+    try:
+        url = nginx_in_front([s.url for s in servers])
+        redis.clear_of_minute_end()
+        async with httpx.AsyncClient(timeout=30) as client:
+            statuses = [
+                (await client.post(f"{url}/chat/stream", json=user("hi"))).status_code
+                for _ in range(9)
+            ]
+            assert statuses == [200] * 9
+            # The tenth: a long one, dropped, and resumed through nginx on whichever server.
+            words = " ".join(f"w{i}" for i in range(40))
+            async with client.stream("POST", f"{url}/chat/stream", json=user(words)) as response:
+                assert response.status_code == 200
+                id = response.headers["x-stream-id"]
+                async for line in response.aiter_lines():
+                    if line.startswith("id: "):
+                        last = line.removeprefix("id: ")
+                        break
+            await asyncio.sleep(0.3)  # its head reaches Redis with the journal's first batch
+            resumed, rest = await stream(
+                client, f"{url}/chat/stream/{id}", headers={"Last-Event-ID": last}
+            )
+            assert resumed.status_code == 200
+            assert [e.event for e in rest[-2:]] == ["usage", "done"]
+            refused = await client.post(f"{url}/chat/stream", json=user("hi"))
+            assert refused.status_code == 429  # the fleet's eleventh of the minute
+            assert "made 10 requests this minute" in refused.json()["error"]["message"]
+        # nginx spread them: every server served some.
+        for i in range(3):
+            with sqlite3.connect(tmp_path / f"usage-{i}.sqlite3") as db:
+                assert db.execute("SELECT count(*) FROM usage").fetchone()[0] >= 1
+    finally:
+        for server in servers:
+            server.stop()

@@ -38,14 +38,6 @@ async def connection(redis: RedisServer) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-def _clear_of_minute_end(redis: RedisServer, margin_s: float = 8) -> None:
-    """Wait, if need be, so that a test counting one minute's requests stays inside it (on
-    Redis's clock, which the limits use)."""
-    seconds = int(redis.cli("TIME").split()[0])
-    if 60 - seconds % 60 < margin_s:
-        time.sleep(60 - seconds % 60 + 0.2)
-
-
 async def _try(quotas: RedisQuotas, identity: str, quota: Quota, reserve: int = 0) -> Any:
     try:
         return await quotas.acquire(identity, quota, reserve)
@@ -56,7 +48,7 @@ async def _try(quotas: RedisQuotas, identity: str, quota: Quota, reserve: int = 
 async def test_requests_per_minute_are_exact_under_concurrency(
     redis: RedisServer, connection: Redis
 ) -> None:
-    _clear_of_minute_end(redis)
+    redis.clear_of_minute_end()
     quotas = RedisQuotas(redis.url, lease_s=60, redis=connection)
     results = await asyncio.gather(
         *(_try(quotas, "key:a", Quota(requests_per_minute=10)) for _ in range(60))
@@ -150,7 +142,7 @@ async def test_three_servers_admit_exactly_the_limit_between_them(
     redis: RedisServer, fleet: Fleet
 ) -> None:
     servers = fleet(requests_per_minute="10")
-    _clear_of_minute_end(redis)
+    redis.clear_of_minute_end()
     async with httpx.AsyncClient(timeout=30) as client:
         # Four to each in turn: counted per process, all twelve would be admitted.
         first = [
@@ -257,7 +249,7 @@ async def test_workers_share_the_limits_through_redis(redis: RedisServer, tmp_pa
             "STREAMFN_USAGE_DB": str(tmp_path / "usage.sqlite3"),
         }
     )
-    _clear_of_minute_end(redis)
+    redis.clear_of_minute_end()
     try:
         statuses = []
         for _ in range(10):  # a new connection each: the workers take turns accepting them
