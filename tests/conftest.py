@@ -26,6 +26,15 @@ def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001
     # user's home; the tests' (servers started in subprocesses too) go to a throwaway directory.
     os.environ["STREAMFN_USAGE_DB"] = str(_SCRATCH / "usage.sqlite3")
     os.environ["STREAMFN_STREAMS_DB"] = str(_SCRATCH / "streams.sqlite3")
+    # Nothing of the developer's AWS setup: with it, `bedrock` would be offered by every app
+    # (providers.bedrock.enabled), and botocore's chain would reach for real credentials and
+    # the metadata service. Tests that want AWS set their own (moto's, the fake Bedrock's).
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        os.environ.pop(name, None)
+    os.environ.pop("AWS_BEARER_TOKEN_BEDROCK", None)
+    os.environ["AWS_CONFIG_FILE"] = str(_SCRATCH / "aws-config")
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(_SCRATCH / "aws-credentials")
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:  # noqa: ARG001

@@ -69,11 +69,14 @@ Part: TypeAlias = Text | Image
 @dataclass(frozen=True, slots=True)
 class ToolCall:
     """A call the model made: `arguments` is a JSON text (an object, when the model got it
-    right)."""
+    right). `signature` is Gemini's `thoughtSignature` on the call's part, which Gemini wants
+    back with the call on the next turn (https://ai.google.dev/gemini-api/docs/thought-signatures);
+    no other provider has one, or is sent one."""
 
     id: str
     name: str
     arguments: str
+    signature: str | None = None
 
     def parsed_arguments(self, param: str) -> dict[str, Any]:
         """The arguments as an object, for providers that take them parsed."""
@@ -90,14 +93,38 @@ class ToolCall:
 class Reasoning:
     """A block of the model's reasoning, as a provider needs it back on the next turn.
 
-    `signature` makes a block verifiable (Anthropic's thinking blocks); `redacted` is an
-    encrypted block with no readable text (Anthropic's `redacted_thinking`). A block with
-    neither is plain reasoning text (DeepSeek's `reasoning_content`).
+    `signature` makes a block verifiable (Anthropic's thinking blocks; Gemini's thought
+    signatures, tagged `gemini:`, on thought parts and on text parts, where the block's text is
+    empty); `redacted` is an encrypted block with no readable text (Anthropic's
+    `redacted_thinking`). A block with neither is plain reasoning text (DeepSeek's
+    `reasoning_content`).
     """
 
     text: str = ""
     signature: str | None = None
     redacted: str | None = None
+
+    def signed_by(self, provider: str | None) -> str | None:
+        """This block's signature as `provider` issued it (None: Anthropic's, untagged), or
+        None when the block is not signed by that provider. See `tag_signature`."""
+        if self.signature is None:
+            return None
+        issuer, colon, native = self.signature.partition(":")
+        if not colon:
+            return self.signature if provider is None else None
+        return native if issuer == provider else None
+
+
+def tag_signature(provider: str, signature: str) -> str:
+    """A reasoning signature of `provider`'s, as it travels through clients: behind the
+    provider's name and a colon (`gemini:<signature>`).
+
+    A signature is verified only by the provider that issued it, and another provider refuses
+    it (Anthropic answers 400 to a signature it did not make), so a conversation that moves
+    between providers must not hand one's signature to the other. Anthropic's travel untagged,
+    as they always have; every signature is base64, which has no colon, so a tag cannot be
+    mistaken for one."""
+    return f"{provider}:{signature}"
 
 
 @dataclass(frozen=True, slots=True)

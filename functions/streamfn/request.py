@@ -50,7 +50,10 @@ def _strings(request: ChatRequest) -> Iterator[tuple[str, str]]:
             if isinstance(part, Text):
                 yield f"messages.{i}.content.{j}", part.text
         for k, call in enumerate(message.tool_calls):
-            yield f"messages.{i}.tool_calls.{k}", call.id + call.name + call.arguments
+            yield (
+                f"messages.{i}.tool_calls.{k}",
+                call.id + call.name + call.arguments + (call.signature or ""),
+            )
         for k, block in enumerate(message.reasoning):
             yield f"messages.{i}.reasoning.{k}", block.text + (block.signature or "")
         if message.tool_call_id is not None:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -227,12 +227,52 @@ class Settings(BaseSettings):
     anthropic_max_tokens: int = Field(
         default=4096, ge=1, description="max_tokens sent to Anthropic when a request has none."
     )
+    # Gemini: google-genai's own variables (google/genai/_api_client.py, _base_url.py).
+    gemini_api_key: SecretStr | None = Field(
+        default=None,
+        # GEMINI_API_KEY first: GOOGLE_API_KEY is also the name of keys for other Google APIs
+        # (google-genai itself prefers GOOGLE_API_KEY when both are set, with a warning).
+        validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        description="The Gemini API key (GEMINI_API_KEY, else GOOGLE_API_KEY).",
+    )
+    gemini_base_url: str | None = Field(
+        default=None,
+        validation_alias="GOOGLE_GEMINI_BASE_URL",
+        description="The Gemini API's URL, before /v1beta; default "
+        "https://generativelanguage.googleapis.com.",
+    )
+    gemini_model: str = Field(
+        default="gemini-2.5-flash", description="The Gemini model of requests that name none."
+    )
     ollama_host: str = Field(default="http://127.0.0.1:11434", validation_alias="OLLAMA_HOST")
     ollama_model: str = "llama3.2"
     ollama_api_key: SecretStr | None = Field(
         default=None,
         validation_alias="OLLAMA_API_KEY",
         description="Bearer token for ollama.com or an authenticating proxy.",
+    )
+    # Amazon Bedrock: AWS's own variables; credentials come from botocore's chain (environment,
+    # profiles, SSO, container and instance roles, the Lambda function's role).
+    bedrock_model: str = Field(
+        default="us.anthropic.claude-haiku-4-5-20251001-v1:0",
+        description="The Bedrock model of requests that name none: a model id, an inference "
+        "profile id or an ARN.",
+    )
+    bedrock_bearer_token: SecretStr | None = Field(
+        default=None,
+        validation_alias="AWS_BEARER_TOKEN_BEDROCK",
+        description="A Bedrock API key, sent as a Bearer token instead of SigV4 signing.",
+    )
+    aws_region: str | None = Field(
+        default=None,
+        # Lambda sets AWS_REGION; botocore alone reads only AWS_DEFAULT_REGION.
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="Bedrock's region (else the profile's, from the shared config file).",
+    )
+    bedrock_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL"),
+        description="Bedrock runtime's URL; default https://bedrock-runtime.<region>.amazonaws.com.",
     )
     openai_compatible: list[CompatibleProvider] = Field(
         default=[], description="Further OpenAI-compatible providers (JSON list)."

@@ -288,3 +288,65 @@ def test_jwt_auth_is_a_deploy_option(sam: Path) -> None:
     variables = template["Resources"]["StreamFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["STREAMFN_JWT_ISSUER"] == {"Ref": "JwtIssuer"}
     assert variables["STREAMFN_JWT_AUDIENCE"] == {"Ref": "JwtAudience"}
+
+
+def test_the_gemini_key_is_read_by_name_from_ssm_or_secrets_manager(sam: Path) -> None:
+    template = transformed(sam, GeminiApiKeyParameter="/streamfn/gemini")
+    variables = template["Resources"]["StreamFunction"]["Properties"]["Environment"]["Variables"]
+    assert "GEMINI_API_KEY" not in variables
+    assert variables["GEMINI_API_KEY_SSM_PARAMETER"] == {
+        "Fn::If": ["HasGeminiParameter", {"Ref": "GeminiApiKeyParameter"}, {"Ref": "AWS::NoValue"}]
+    }
+    assert variables["GEMINI_API_KEY_SECRET_ARN"]["Fn::If"][0] == "HasGeminiSecret"
+    assert {"Condition": "HasGeminiParameter"} in template["Conditions"]["HasSsmKey"]["Fn::Or"]
+    assert {"Condition": "HasGeminiSecret"} in template["Conditions"]["HasSecretKey"]["Fn::Or"]
+    statements = template["Resources"]["FunctionAccessPolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
+    ssm = next(
+        s["Fn::If"][1] for s in statements if "Fn::If" in s and s["Fn::If"][0] == "HasSsmKey"
+    )
+    arn = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"
+    assert {
+        "Fn::If": [
+            "HasGeminiParameter",
+            {"Fn::Sub": arn + "${GeminiApiKeyParameter}"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    } in ssm["Resource"]
+    secrets = next(
+        s["Fn::If"][1] for s in statements if "Fn::If" in s and s["Fn::If"][0] == "HasSecretKey"
+    )
+    assert {
+        "Fn::If": ["HasGeminiSecret", {"Ref": "GeminiApiKeySecretArn"}, {"Ref": "AWS::NoValue"}]
+    } in secrets["Resource"]
+
+
+def test_bedrock_is_invoked_with_the_role_on_the_listed_models_only(sam: Path) -> None:
+    template = transformed(sam)
+    parameter = template["Parameters"]["BedrockModelArns"]
+    assert (parameter["Type"], parameter["Default"]) == ("CommaDelimitedList", "")
+    # Nothing by default: the statement exists only when models are listed.
+    assert template["Conditions"]["HasBedrockModels"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "BedrockModelArns"}]}, ""]}]
+    }
+    statements = template["Resources"]["FunctionAccessPolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
+    granting = [s for s in statements if "bedrock" in json.dumps(s)]
+    [conditional] = granting
+    condition, bedrock, otherwise = conditional["Fn::If"]
+    assert (condition, otherwise) == ("HasBedrockModels", {"Ref": "AWS::NoValue"})
+    assert bedrock == {
+        "Sid": "InvokeBedrockModels",
+        "Effect": "Allow",
+        # ConverseStream is authorised as InvokeModelWithResponseStream, Converse as InvokeModel.
+        "Action": ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"],
+        "Resource": {"Ref": "BedrockModelArns"},
+    }
+    # The role is the credential: no Bedrock key is stored, nor asked for.
+    variables = template["Resources"]["StreamFunction"]["Properties"]["Environment"]["Variables"]
+    assert "AWS_BEARER_TOKEN_BEDROCK" not in json.dumps(template)
+    assert variables["STREAMFN_BEDROCK_MODEL"] == {
+        "Fn::If": ["HasBedrockModel", {"Ref": "BedrockModel"}, {"Ref": "AWS::NoValue"}]
+    }

@@ -16,6 +16,8 @@ from starlette.types import ASGIApp
 
 from streamfn.app import create_app
 from streamfn.settings import Settings
+from tests.fakes.bedrock import BEDROCK
+from tests.fakes.gemini import GEMINI
 from tests.fakes.upstream import Action, Reply, Upstream
 from tests.fakes.wire import CONVERSATION, SECRET, WIRES, Wire
 from tests.sse_client import leave_after_tokens, stream, text_of
@@ -26,10 +28,13 @@ MODELS = {
     "openai": "gpt-test-model",
     "anthropic": "claude-test-model",
     "ollama": "llama-test-model",
+    "gemini": "gemini-test-model",
+    "bedrock": "bedrock-test-model",
 }
+ALL_WIRES = [*WIRES, GEMINI, BEDROCK]
 
 
-@pytest.fixture(params=WIRES, ids=[w.name for w in WIRES])
+@pytest.fixture(params=ALL_WIRES, ids=[w.name for w in ALL_WIRES])
 def wire(request: pytest.FixtureRequest) -> Wire:
     return request.param  # type: ignore[no-any-return]
 

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 
 from streamfn.app import create_app
 from streamfn.settings import Settings
+from tests.fakes.bedrock import BEDROCK
 from tests.fakes.upstream import Action, Reply, Upstream
 from tests.fakes.wire import SECRET, WIRES, Wire
 from tests.waiting import free_port
@@ -57,7 +58,8 @@ def faults(wire: Wire) -> dict[str, Reply]:
     }
 
 
-CASES = [(wire, name) for wire in WIRES for name in faults(wire)]
+WIRES_AND_BEDROCK = [*WIRES, BEDROCK]
+CASES = [(wire, name) for wire in WIRES_AND_BEDROCK for name in faults(wire)]
 
 
 def scan(response: httpx.Response, logs: list[logging.LogRecord], upstream: str) -> None:
@@ -92,7 +94,7 @@ async def test_no_fault_leaks_the_key_or_the_upstream_address(
     scan(providers, [], f"127.0.0.1:{up.port}")
 
 
-@pytest.mark.parametrize("wire", WIRES, ids=[w.name for w in WIRES])
+@pytest.mark.parametrize("wire", WIRES_AND_BEDROCK, ids=[w.name for w in WIRES_AND_BEDROCK])
 async def test_an_unreachable_upstream_is_not_named_to_the_client(
     serve: Serve, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, wire: Wire
 ) -> None:

@@ -9,10 +9,12 @@ The answer is the UI message stream protocol, version 1 (vercel/ai,
 packages/ai/src/ui-message-stream/ui-message-chunks.ts): SSE `data:` lines of JSON chunks,
 `start`, `start-step`, `text-start`/`-delta`/`-end`, `reasoning-start`/`-delta`/`-end`,
 `tool-input-start`/`-delta`/`-available`, `finish-step`, `finish` (usage in its
-`messageMetadata`), then `data: [DONE]`; a failure is an `error` chunk, then `finish`. The
-client rejects the whole stream at the first chunk it does not accept, so only the chunk types
-and fields that `ai` 5.x, 6.x and 7.x all accept are sent (checked against each in
-tests/node).
+`messageMetadata`), then `data: [DONE]`. A call's signature (Gemini's thought signature) rides
+in `tool-input-available`'s `providerMetadata.google.thoughtSignature`, where @ai-sdk/google puts
+it: the client keeps it as the tool part's `callProviderMetadata` and sends it back. A failure
+is an `error` chunk, then `finish`. The client rejects the whole stream at the first chunk it
+does not accept, so only the chunk types and fields that `ai` 5.x, 6.x and 7.x all accept are
+sent (checked against each in tests/node).
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
 # Where a reasoning block's signature (or redacted data) travels in `providerMetadata`, so that
 # the client keeps it on the reasoning part and sends it back with the next request.
 METADATA_KEY = "streamfn"
+# Where a tool call's signature travels: @ai-sdk/google's own key and field
+# (packages/google/src/convert-to-google-generative-ai-messages.ts reads them back).
+GOOGLE_KEY = "google"
 
 
 class UIPart(BaseModel):
@@ -85,6 +90,7 @@ class UIPart(BaseModel):
     output: Any = None
     errorText: str | None = None
     providerMetadata: dict[str, Any] | None = None
+    callProviderMetadata: dict[str, Any] | None = None  # a tool part's, from its call
 
 
 class UIMessage(BaseModel):
@@ -195,7 +201,10 @@ def _step(parts: list[UIPart]) -> list[Message]:
         elif name and part.toolCallId and part.state in ("output-available", "output-error"):
             # A call is sent back only with its result: a call without one cannot be answered.
             arguments = json.dumps(part.input if part.input is not None else {})
-            calls.append(ToolCall(part.toolCallId, name, arguments))
+            google = (part.callProviderMetadata or {}).get(GOOGLE_KEY)
+            signature = google.get("thoughtSignature") if isinstance(google, dict) else None
+            signature = signature if isinstance(signature, str) and signature else None
+            calls.append(ToolCall(part.toolCallId, name, arguments, signature))
             output = part.errorText if part.state == "output-error" else part.output
             result = output if isinstance(output, str) else json.dumps(output)
             results.append(Message("tool", (Text(result or ""),), tool_call_id=part.toolCallId))
@@ -305,14 +314,16 @@ class PartEncoder:
                     # Cut short (finish `length`): the call stays "input-streaming" on the
                     # client, which is true: its input never became whole.
                     return out
-                out.append(
-                    self._part(
-                        type="tool-input-available",
-                        toolCallId=call.id,
-                        toolName=call.name,
-                        input=parsed,
-                    )
-                )
+                available: dict[str, Any] = {
+                    "type": "tool-input-available",
+                    "toolCallId": call.id,
+                    "toolName": call.name,
+                    "input": parsed,
+                }
+                if call.signature is not None:
+                    signed = {"thoughtSignature": call.signature}
+                    available["providerMetadata"] = {GOOGLE_KEY: signed}
+                out.append(self._part(**available))
             case Finish(reason=reason, usage=usage, served_by=served_by):
                 out += self._close()
                 metadata = dict(self._metadata)

@@ -10,8 +10,9 @@ Events, compatible with the seed design's JavaScript client (which listens for `
   `{"type": "redacted_thinking", "data"}`)
 - `tool_call_start`: JSON `{"id", "name"}`, a tool call begins
 - `tool_call_delta`: JSON `{"id", "arguments"}`, a fragment of its JSON arguments
-- `tool_call`: JSON `{"id", "name", "arguments"}`, the whole call, in the form a request's
-  assistant message takes it back
+- `tool_call`: JSON `{"id", "name", "arguments"}` (and `signature`, Gemini's thought signature,
+  when the call has one), the whole call, in the form a request's assistant message takes it
+  back
 - `usage`: JSON `{"input_tokens", "output_tokens", "estimated", "reasoning_tokens",
   "cached_input_tokens"}` (the last two null where the provider does not say)
 - `done`: data is the finish reason (stop, length, tool_calls, content_filter)
@@ -121,6 +122,11 @@ class ToolCallIn(_Strict):
     id: Id
     name: ToolName
     arguments: str = Field(default="{}", description="The arguments as a JSON text.")
+    signature: str | None = Field(
+        default=None,
+        description="The call's signature, as its tool_call event had it (Gemini's thought "
+        "signature, which Gemini wants back with the call).",
+    )
 
     @field_validator("arguments", mode="before")
     @classmethod
@@ -269,7 +275,9 @@ def _message(message: MessageIn, i: int, limits: Limits) -> Message:
     return Message(
         role=message.role,
         content=content,
-        tool_calls=tuple(ToolCall(c.id, c.name, c.arguments) for c in message.tool_calls or ()),
+        tool_calls=tuple(
+            ToolCall(c.id, c.name, c.arguments, c.signature) for c in message.tool_calls or ()
+        ),
         tool_call_id=message.tool_call_id,
         reasoning=tuple(
             Reasoning(text=r.text, signature=r.signature)
@@ -369,6 +377,8 @@ def events(chunk: StreamChunk) -> tuple[Event, ...]:
             return (Event("tool_call_delta", dumps({"id": id, "arguments": arguments})),)
         case ToolCallEnd(call=call):
             body = {"id": call.id, "name": call.name, "arguments": call.arguments}
+            if call.signature is not None:
+                body["signature"] = call.signature
             return (Event("tool_call", dumps(body)),)
         case Finish(reason=reason, usage=usage, served_by=served_by):
             provider, _, model = (served_by or "").partition("/")

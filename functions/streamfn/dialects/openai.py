@@ -3,9 +3,11 @@
 Requests are parsed in `openai_request` (OpenAI's fields, refused or ignored by name). Streams
 are `chat.completion.chunk`s: the role first, then content, `reasoning_content` (as
 OpenAI-compatible servers send reasoning) and `tool_calls` fragments by index, the finish reason,
-a usage chunk when `stream_options.include_usage` asks, and `data: [DONE]`. A failure after the
-first chunk is an in-band `data: {"error": {...}}` then `[DONE]`, OpenRouter's convention, which
-the openai SDKs raise as an `APIError`.
+a usage chunk when `stream_options.include_usage` asks, and `data: [DONE]`. A call's signature
+(Gemini's thought signature) travels as Gemini's own OpenAI-compatible API carries it, in the
+call's `extra_content.google.thought_signature`. A failure after the first chunk is an in-band
+`data: {"error": {...}}` then `[DONE]`, OpenRouter's convention, which the openai SDKs raise as
+an `APIError`.
 """
 
 from __future__ import annotations
@@ -28,9 +30,7 @@ from streamfn.chunks import (
     ToolCallStart,
     Usage,
 )
-from streamfn.content import (
-    Reasoning,
-)
+from streamfn.content import Reasoning, ToolCall
 from streamfn.dialects import Event, dumps
 from streamfn.dialects.openai_request import CompletionBody
 from streamfn.streaming import Completion
@@ -43,6 +43,14 @@ def reasoning_detail(block: Reasoning) -> dict[str, Any]:
     if block.redacted is not None:
         return {"type": "reasoning.encrypted", "data": block.redacted}
     return {"type": "reasoning.text", "text": block.text, "signature": block.signature}
+
+
+def extra_content(call: ToolCall) -> dict[str, Any]:
+    """The call's signature as Gemini's OpenAI-compatible API (https://ai.google.dev/gemini-api/
+    docs/openai) has it, in the call's `extra_content`; nothing for a call without one."""
+    if call.signature is None:
+        return {}
+    return {"extra_content": {"google": {"thought_signature": call.signature}}}
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:
@@ -104,8 +112,10 @@ class ChunkEncoder:
             case ToolCallDelta(id=id, arguments=arguments):
                 fragment = {"index": self._indices[id], "function": {"arguments": arguments}}
                 out.append(self._chunk({"tool_calls": [fragment]}))
-            case ToolCallEnd():
-                pass
+            case ToolCallEnd(call=call):
+                if call.signature is not None:
+                    fragment = {"index": self._indices[call.id], **extra_content(call)}
+                    out.append(self._chunk({"tool_calls": [fragment]}))
             case Finish(reason=reason, usage=usage):
                 out.append(self._chunk({}, reason))
                 if self._include_usage:
@@ -125,7 +135,12 @@ def completion(result: Completion, *, id: str, model: str) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": result.text or None, "refusal": None}
     if result.tool_calls:
         message["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+                **extra_content(c),
+            }
             for c in result.tool_calls
         ]
     thought = "".join(b.text for b in result.reasoning)

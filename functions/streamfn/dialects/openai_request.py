@@ -77,6 +77,14 @@ class ToolCallIn(_Open):
     id: Name
     type: Literal["function"] = "function"
     function: FunctionCallIn
+    # Gemini's OpenAI-compatible API (https://ai.google.dev/gemini-api/docs/openai) carries a
+    # call's thought signature here, as `google.thought_signature`, and so does streamfn.
+    extra_content: dict[str, Any] | None = None
+
+    def signature(self) -> str | None:
+        google = (self.extra_content or {}).get("google")
+        signature = google.get("thought_signature") if isinstance(google, dict) else None
+        return signature if isinstance(signature, str) and signature else None
 
 
 class MessageIn(_Open):
@@ -194,7 +202,8 @@ def _message(message: MessageIn, i: int, limits: Limits) -> Message:
         role=role,
         content=content,
         tool_calls=tuple(
-            ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ()
+            ToolCall(c.id, c.function.name, c.function.arguments, c.signature())
+            for c in message.tool_calls or ()
         ),
         tool_call_id=message.tool_call_id if role == "tool" else None,
         reasoning=_reasoning(message) if role == "assistant" else (),

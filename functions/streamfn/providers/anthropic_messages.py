@@ -299,11 +299,12 @@ def _messages(request: ChatRequest) -> list[dict[str, Any]]:
             for block in message.reasoning:
                 if block.redacted is not None:
                     blocks.append({"type": "redacted_thinking", "data": block.redacted})
-                elif block.signature is not None:
+                elif (signature := block.signed_by(None)) is not None:
                     blocks.append(
-                        {"type": "thinking", "thinking": block.text, "signature": block.signature}
+                        {"type": "thinking", "thinking": block.text, "signature": signature}
                     )
-                # Unsigned reasoning is another provider's; Anthropic would refuse it.
+                # Unsigned reasoning, or signed by another provider (a `gemini:` signature), is
+                # another provider's; Anthropic would refuse it.
         blocks += [_part(p) for p in message.content if not (isinstance(p, Text) and not p.text)]
         for k, call in enumerate(message.tool_calls):
             blocks.append(

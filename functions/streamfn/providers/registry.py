@@ -12,6 +12,9 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from streamfn.providers.base import Capabilities, Provider
+from streamfn.providers.bedrock import CAPABILITIES as BEDROCK_CAPABILITIES
+from streamfn.providers.bedrock import asked_for as bedrock_asked_for
+from streamfn.providers.bedrock import enabled as bedrock_enabled
 from streamfn.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -21,6 +24,9 @@ logger = logging.getLogger(__name__)
 _ENABLE = {
     "openai": "set OPENAI_API_KEY or OPENAI_BASE_URL",
     "anthropic": "set ANTHROPIC_API_KEY",
+    "gemini": "set GEMINI_API_KEY (or GOOGLE_API_KEY)",
+    "bedrock": "set AWS_REGION and AWS credentials (or AWS_BEARER_TOKEN_BEDROCK), or "
+    "STREAMFN_BEDROCK_MODEL",
 }
 
 
@@ -81,6 +87,11 @@ OLLAMA_CAPABILITIES = Capabilities(
     efforts=frozenset({"low", "medium", "high"}),
     reasoning_budget=False,
 )
+# Gemini takes images inline (`inlineData`): its `fileData` is for files uploaded to its Files
+# API, not URLs of the web. Effort is Gemini 3's thinkingLevel; a budget, thinkingBudget.
+GEMINI_CAPABILITIES = Capabilities(
+    image_urls=False, efforts=frozenset({"minimal", "low", "medium", "high"})
+)
 
 
 class ProviderRegistry:
@@ -130,10 +141,11 @@ class ProviderRegistry:
 def builtin_specs(settings: Settings) -> list[ProviderSpec]:
     """The providers streamfn ships, as configured by `settings`.
 
-    `echo` and `ollama` (which needs no key) are always there; `openai` and `anthropic` once they
-    have a key or a base URL; each OpenAI-compatible server listed in the settings by its name.
-    Each `build` imports its SDK; only configured providers are here, so an unconfigured one
-    costs no start-up time.
+    `echo` and `ollama` (which needs no key) are always there; `openai`, `anthropic` and
+    `gemini` once they have a key or a base URL; `bedrock` in Lambda and where AWS credentials
+    are found (`providers.bedrock.enabled`); each OpenAI-compatible server listed in the
+    settings by its name. Each `build` imports its SDK; only configured providers are here, so
+    an unconfigured one costs no start-up time.
     """
 
     def echo() -> Provider:
@@ -178,6 +190,32 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
             max_connections=settings.upstream_connections,
         )
 
+    def bedrock() -> Provider:
+        from streamfn.providers.bedrock.provider import BedrockProvider
+
+        token = settings.bedrock_bearer_token
+        return BedrockProvider(
+            region=settings.aws_region,
+            endpoint=settings.bedrock_endpoint_url,
+            bearer_token=token.get_secret_value() if token else None,
+            total_timeout_s=settings.total_timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            max_connections=settings.upstream_connections,
+            resolve_now=bedrock_asked_for(settings),  # then built in the worker thread
+        )
+
+    def gemini() -> Provider:
+        from streamfn.providers.gemini import GeminiProvider
+
+        key = settings.gemini_api_key
+        return GeminiProvider(
+            api_key=key.get_secret_value() if key else None,
+            base_url=settings.gemini_base_url,
+            total_timeout_s=settings.total_timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            max_connections=settings.upstream_connections,
+        )
+
     def ollama() -> Provider:
         from streamfn.providers.ollama_chat import OllamaProvider
 
@@ -212,6 +250,29 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
                 anthropic,
                 ANTHROPIC_CAPABILITIES,
                 address=settings.anthropic_base_url,
+            )
+        )
+    if settings.gemini_api_key or settings.gemini_base_url:
+        specs.append(
+            ProviderSpec(
+                "gemini",
+                settings.gemini_model,
+                gemini,
+                GEMINI_CAPABILITIES,
+                address=settings.gemini_base_url,
+            )
+        )
+    if bedrock_enabled(settings):
+        specs.append(
+            ProviderSpec(
+                "bedrock",
+                settings.bedrock_model,
+                bedrock,
+                BEDROCK_CAPABILITIES,
+                address=settings.bedrock_endpoint_url,
+                # Always there in Lambda (the function's role): built on first use unless
+                # configured by name, when its credentials are resolved at start too.
+                prepared=bedrock_asked_for(settings),
             )
         )
     specs.append(
@@ -262,8 +323,9 @@ def is_openai(base_url: str | None) -> bool:
 
 
 def default_provider(settings: Settings, specs: Iterable[ProviderSpec]) -> str:
-    """The configured default, else openai, else anthropic when configured, else echo."""
+    """The configured default, else openai, anthropic or gemini (the first configured), else
+    echo."""
     if settings.default_provider:
         return settings.default_provider
     names = {spec.name for spec in specs}
-    return next((n for n in ("openai", "anthropic") if n in names), "echo")
+    return next((n for n in ("openai", "anthropic", "gemini") if n in names), "echo")
