@@ -112,16 +112,35 @@ async def one(port: int, raw: bytes, timeout_s: float = 120) -> Result:
 
 
 async def many(
-    port: int, raw: bytes, n: int, *, spread_s: float = 0, timeout_s: float = 120
+    requests: list[tuple[int, bytes]], n: int, *, spread_s: float = 0, timeout_s: float = 120
 ) -> list[Result]:
-    """`n` concurrent streams, started over `spread_s` seconds."""
+    """`n` concurrent streams, started over `spread_s` seconds; stream i sends the request
+    `requests[i % len(requests)]` (a port and its request's bytes): round-robin over a fleet."""
 
     async def started(i: int) -> Result:
         if spread_s:
             await asyncio.sleep(spread_s * i / n)
+        port, raw = requests[i % len(requests)]
         return await one(port, raw, timeout_s)
 
     return await asyncio.gather(*(started(i) for i in range(n)))
+
+
+async def get_json(port: int, path: str, timeout_s: float = 30) -> Any:
+    """`GET path`'s JSON body, on a connection of its own, without blocking the loop (the
+    probe of a server while streams run; it answers with a content-length)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout_s)
+    try:
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n\r\n".encode()
+        )
+        raw = await asyncio.wait_for(reader.read(), timeout_s)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"GET {path} on {port}: {head[:80]!r}")
+    return json.loads(body)
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
-TARGET_STREAMS = 1000  # the concurrency the targets are set at
+from bench.goals import common_rung, fleet_targets, fmt, provider_targets, rung, targets
 
 
 def _machine() -> str:
@@ -27,147 +28,6 @@ def _machine() -> str:
     )
 
 
-def _fmt(value: float, unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if abs(value) >= 100:
-        return f"{value:,.0f}{unit}"
-    return f"{value:.2f}{unit}" if abs(value) < 10 else f"{value:.1f}{unit}"
-
-
-def _rung(rows: dict[str, Any], name: str, n: int) -> dict[str, float]:
-    ladder = rows.get(name, {}).get("ladder", {})
-    return dict(ladder.get(str(n)) or ladder.get(n) or {})
-
-
-def targets(rows: dict[str, Any]) -> list[tuple[str, str, str, str, str, bool]]:
-    """(target, streamfn, baseline, ratio or difference, goal, met) for each of issue 13's."""
-    s, relay, seed, up = rows["streamfn"], rows["relay"], rows["seed"], rows["upstream"]
-    out = []
-    tps = s["tokens_per_s"]
-    out.append(
-        (
-            "1a. one stream at full speed, tokens/s",
-            _fmt(tps),
-            f"relay {_fmt(relay['tokens_per_s'])}",
-            f"{tps / relay['tokens_per_s']:.2f}x",
-            ">= 0.8x",
-            tps / relay["tokens_per_s"] >= 0.8,
-        )
-    )
-    out.append(
-        (
-            "1b. one stream at full speed, tokens/s",
-            _fmt(tps),
-            f"seed {_fmt(seed['tokens_per_s'])}",
-            f"{tps / seed['tokens_per_s']:.1f}x",
-            ">= 4x",
-            tps / seed["tokens_per_s"] >= 4,
-        )
-    )
-    added, relay_added = (
-        s["ttft_p50_ms"] - up["ttft_p50_ms"],
-        relay["ttft_p50_ms"] - up["ttft_p50_ms"],
-    )
-    out.append(
-        (
-            "2a. added time to first token, p50, one stream",
-            _fmt(added, " ms"),
-            f"relay {_fmt(relay_added, ' ms')}",
-            f"{added - relay_added:+.2f} ms",
-            "<= +0.5 ms",
-            added - relay_added <= 0.5,
-        )
-    )
-    out.append(
-        (
-            "2b. time to first token, p99, 200 concurrent",
-            _fmt(s["ttft200_p99_ms"], " ms"),
-            f"relay {_fmt(relay['ttft200_p99_ms'], ' ms')}",
-            f"{s['ttft200_p99_ms'] / relay['ttft200_p99_ms']:.2f}x",
-            "<= 1x",
-            s["ttft200_p99_ms"] <= relay["ttft200_p99_ms"],
-        )
-    )
-    mine, theirs = _rung(rows, "streamfn", TARGET_STREAMS), _rung(rows, "relay", TARGET_STREAMS)
-    if mine and theirs:
-        out.append(
-            (
-                f"3a. {TARGET_STREAMS:,} streams at 50 tokens/s, complete and exact",
-                f"{mine['complete']:,}",
-                f"relay {theirs['complete']:,}",
-                "",
-                f"{TARGET_STREAMS:,}",
-                mine["complete"] == TARGET_STREAMS,
-            )
-        )
-        out.append(
-            (
-                f"3b. {TARGET_STREAMS:,} streams, p99 inter-token delay over the pace",
-                _fmt(mine["gap_p99_ms"], " ms"),
-                f"relay {_fmt(theirs['gap_p99_ms'], ' ms')}",
-                f"{mine['gap_p99_ms'] / max(theirs['gap_p99_ms'], 1e-9):.2f}x",
-                "<= 1x",
-                mine["gap_p99_ms"] <= theirs["gap_p99_ms"],
-            )
-        )
-        out.append(
-            (
-                f"5. longest event-loop stall, {TARGET_STREAMS:,} streams",
-                _fmt(mine["max_lag_ms"], " ms"),
-                f"relay {_fmt(theirs['max_lag_ms'], ' ms')}",
-                "",
-                "<= 50 ms",
-                mine["max_lag_ms"] <= 50,
-            )
-        )
-    out.append(
-        (
-            "5. longest event-loop stall, a fresh process's first request",
-            _fmt(s["first_use_lag_ms"], " ms"),
-            f"seed {_fmt(seed['first_use_lag_ms'], ' ms')}",
-            "",
-            "<= 50 ms",
-            s["first_use_lag_ms"] <= 50,
-        )
-    )
-    if "idle_kib_per_stream" in s:
-        out.append(
-            (
-                "4. resident memory per idle open stream",
-                _fmt(s["idle_kib_per_stream"], " KiB"),
-                f"relay {_fmt(relay['idle_kib_per_stream'], ' KiB')}",
-                f"{s['idle_kib_per_stream'] / relay['idle_kib_per_stream']:.2f}x",
-                "< 50 KiB",
-                s["idle_kib_per_stream"] < 50,
-            )
-        )
-    lam = rows["lambda"]
-    cold, minimal = lam["cold_start_ms"]["streamfn"], lam["cold_start_ms"]["minimal"]
-    out.append(
-        (
-            "6. Lambda cold start, process start to first body byte",
-            _fmt(cold, " ms"),
-            f"minimal httpx loop {_fmt(minimal, ' ms')}",
-            f"{cold - minimal:+.0f} ms",
-            "< +300 ms",
-            cold - minimal < 300,
-        )
-    )
-    per = lam["per_token_us"]
-    out.append(
-        (
-            "7. Lambda path's cost per token",
-            _fmt(per["lambda"], " us"),
-            f"uvicorn {_fmt(per['uvicorn'], ' us')}",
-            f"{per['lambda'] / per['uvicorn']:.2f}x",
-            "<= 1.2x",
-            per["lambda"] / per["uvicorn"] <= 1.2,
-        )
-    )
-    return out
-
-
 def plot(rows: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -179,8 +39,12 @@ def plot(rows: dict[str, Any], path: Path) -> None:
         ("relay", "raw Starlette relay"),
         ("seed", "seed design"),
         ("streamfn", "streamfn"),
+        ("gemini", "streamfn, Gemini"),
+        ("bedrock", "streamfn, Bedrock"),
     ):
         ladder = rows.get(name, {}).get("ladder", {})
+        if not ladder:
+            continue
         counts = sorted(int(n) for n in ladder)
         left.plot(counts, [ladder[str(n)]["tokens_per_cpu_s"] for n in counts], "o-", label=label)
         right.plot(counts, [ladder[str(n)]["gap_p99_ms"] for n in counts], "o-", label=label)
@@ -196,8 +60,58 @@ def plot(rows: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def fleet_section(rows: dict[str, Any]) -> list[str]:
+    """The fleet against one process on the same Redis, and that process against the SQLite
+    log's (`streamfn`), at the same number of streams."""
+    lines = ["", "## A fleet on Redis", ""]
+    fleet = rows.get("fleet", {})
+    if "skipped" in fleet or "redis" not in rows:
+        return [*lines, f"Not measured: {fleet.get('skipped', 'no figures')}."]
+    n = common_rung(rows, "fleet", "redis", "streamfn")
+    lines += [
+        f"{n:,} streams at 50 tokens/s; time to first token one stream at a time (round-robin",
+        "over the fleet), and with 200 at once.",
+        "",
+        "| setup | complete | tokens per CPU s (servers) | Redis's CPU s | tokens per CPU s, "
+        "Redis's counted | TTFT p50 | 200 at once: TTFT p50 / p99 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, label in (
+        ("streamfn", "one process, SQLite log"),
+        ("redis", "one process on Redis"),
+        ("fleet", "three processes on one Redis"),
+    ):
+        r, step = rows[name], rung(rows, name, n or 0)
+        if not step:
+            continue
+        redis_s = r.get("redis_cpu_s")
+        counted = math.nan  # the servers' and Redis's CPU seconds together
+        if redis_s is not None and "tokens" in step:
+            counted = step["tokens"] / (step["cpu_s"] + redis_s)
+        lines.append(
+            f"| {label} | {step['complete']:,} | {fmt(step['tokens_per_cpu_s'])} | "
+            f"{fmt(redis_s if redis_s is not None else math.nan)} | {fmt(counted)} | "
+            f"{fmt(r['ttft_p50_ms'], ' ms')} | {fmt(r['ttft200_p50_ms'], ' ms')} / "
+            f"{fmt(r['ttft200_p99_ms'], ' ms')} |"
+        )
+    one, sqlite = rung(rows, "redis", n or 0), rung(rows, "streamfn", n or 0)
+    if one and sqlite:
+        lines += [
+            "",
+            "One process on Redis against the SQLite log's: tokens per CPU second "
+            f"{one['tokens_per_cpu_s'] / sqlite['tokens_per_cpu_s']:.2f}x, time to first token "
+            f"p50 {rows['redis']['ttft_p50_ms'] - rows['streamfn']['ttft_p50_ms']:+.2f} ms.",
+        ]
+    return lines
+
+
 def write(rows: dict[str, Any], path: Path, picture: Path, quick: bool) -> None:
-    plot(rows, picture)
+    try:
+        plot(rows, picture)
+    except ImportError:  # matplotlib: the bench extra, which `make bench` installs
+        if not quick:
+            raise
+        sys.stderr.write("matplotlib is not installed: a quick run without the plot\n")
     lines = [
         "# Benchmarks",
         "",
@@ -217,41 +131,60 @@ def write(rows: dict[str, Any], path: Path, picture: Path, quick: bool) -> None:
         "token). streamfn serves its native `/chat/stream` with the OpenAI provider, resume on",
         "(every stream's events journalled to a SQLite log, as `make run` does).",
         "",
+        "The Gemini and Bedrock targets are the same app with `provider: gemini` or `bedrock`,",
+        "against the tests' fakes of those APIs in their benchmark mode (tests/fakes/gemini.py:",
+        "SSE; tests/fakes/bedrock.py: AWS's binary event stream, every request SigV4-signed with",
+        "fake credentials), compared with the OpenAI target (`OpenAI` below) of the same run.",
+        "The fleet is three streamfn processes sharing one Redis (STREAMFN_REDIS_URL: limits,",
+        "slots and the resume log there), streams spread round-robin over them, against one",
+        "process on the same Redis.",
+        "",
         "## Targets",
         "",
         "| target | streamfn | baseline | ratio | goal | met |",
         "|---|---|---|---|---|---|",
     ]
-    for name, mine, base, ratio, goal, met in targets(rows):
-        lines.append(f"| {name} | {mine} | {base} | {ratio} | {goal} | {'yes' if met else 'no'} |")
+    for name, mine, base, ratio, goal, met in (
+        targets(rows) + provider_targets(rows) + fleet_targets(rows)
+    ):
+        shown = met if isinstance(met, str) else "yes" if met else "no"
+        lines.append(f"| {name} | {mine} | {base} | {ratio} | {goal} | {shown} |")
     lines += ["", "## Concurrency", "", f"![tokens per CPU second and delay]({picture.name})", ""]
     lines += [
-        "| target | streams | complete | p99 delay over pace | tokens per CPU s | loop stall |",
-        "|---|---|---|---|---|---|",
+        "| target | streams | complete | p99 delay over pace | tokens per CPU s | loop stall "
+        "| threads before / during / after |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name in ("upstream", "relay", "seed", "streamfn"):
-        for n, rung in sorted(rows[name].get("ladder", {}).items(), key=lambda kv: int(kv[0])):
+    for name in ("upstream", "relay", "seed", "streamfn", "gemini", "bedrock", "redis", "fleet"):
+        ladder = rows.get(name, {}).get("ladder", {})
+        for n, step in sorted(ladder.items(), key=lambda kv: int(kv[0])):
+            threads = " / ".join(f"{t:.0f}" for t in step.get("threads", [])) or "n/a"
             lines.append(
-                f"| {name} | {int(n):,} | {rung['complete']:,} | "
-                f"{_fmt(rung['gap_p99_ms'], ' ms')} | {_fmt(rung['tokens_per_cpu_s'])} | "
-                f"{_fmt(rung['max_lag_ms'], ' ms')} |"
+                f"| {name} | {int(n):,} | {step['complete']:,} | "
+                f"{fmt(step['gap_p99_ms'], ' ms')} | {fmt(step['tokens_per_cpu_s'])} | "
+                f"{fmt(step['max_lag_ms'], ' ms')} | {threads} |"
             )
     lines += [
         "",
-        "The upstream's row counts wall time, not CPU (it has no probe).",
+        "The upstream's row counts wall time, not CPU (it has no probe). `redis` is one streamfn",
+        "process on Redis, `fleet` three on the same Redis (CPU and threads summed over the",
+        "three, the loop stall the longest of theirs).",
         "",
         "## Single stream and first token",
         "",
         "| target | tokens/s | TTFT p50 | 200 at once: TTFT p50 / p99 | first request's stall |",
         "|---|---|---|---|---|",
     ]
-    for name in ("upstream", "relay", "seed", "streamfn"):
-        r = rows[name]
+    for name in ("upstream", "relay", "seed", "streamfn", "gemini", "bedrock"):
+        r = rows.get(name, {})
+        if "tokens_per_s" not in r:
+            continue
         lines.append(
-            f"| {name} | {_fmt(r['tokens_per_s'])} | {_fmt(r['ttft_p50_ms'], ' ms')} | "
-            f"{_fmt(r['ttft200_p50_ms'], ' ms')} / {_fmt(r['ttft200_p99_ms'], ' ms')} | "
-            f"{_fmt(r.get('first_use_lag_ms', math.nan), ' ms')} |"
+            f"| {name} | {fmt(r['tokens_per_s'])} | {fmt(r['ttft_p50_ms'], ' ms')} | "
+            f"{fmt(r['ttft200_p50_ms'], ' ms')} / {fmt(r['ttft200_p99_ms'], ' ms')} | "
+            f"{fmt(r.get('first_use_lag_ms', math.nan), ' ms')} |"
         )
+    lines += fleet_section(rows)
     lam = rows["lambda"]
     cold = lam["cold_start_ms"]
     lines += [
@@ -260,12 +193,12 @@ def write(rows: dict[str, Any], path: Path, picture: Path, quick: bool) -> None:
         "",
         "| figure | ms or us |",
         "|---|---|",
-        f"| cold start, streamfn (runtime started to first body byte) | {_fmt(cold['streamfn'])} |",
-        f"| cold start, a minimal httpx Runtime API loop | {_fmt(cold['minimal'])} |",
+        f"| cold start, streamfn (runtime started to first body byte) | {fmt(cold['streamfn'])} |",
+        f"| cold start, a minimal httpx Runtime API loop | {fmt(cold['minimal'])} |",
         "| SnapStart restore path (parked at the snapshot point; request to first byte: keys "
-        f"read again, app rebuilt, invocation) | {_fmt(cold.get('snapstart_restore', math.nan))} |",
-        f"| per token, uvicorn (echo, 2,000 tokens) | {_fmt(lam['per_token_us']['uvicorn'])} |",
-        f"| per token, Lambda path | {_fmt(lam['per_token_us']['lambda'])} |",
+        f"read again, app rebuilt, invocation) | {fmt(cold.get('snapstart_restore', math.nan))} |",
+        f"| per token, uvicorn (echo, 2,000 tokens) | {fmt(lam['per_token_us']['uvicorn'])} |",
+        f"| per token, Lambda path | {fmt(lam['per_token_us']['lambda'])} |",
         "",
         "Cold starts are medians of 5, per-token costs of 7; the request waits in the emulator",
         "while the runtime starts, as a cold start's does.",

@@ -2,228 +2,212 @@
 bench/streams.png.
 
 Processes: the fake upstream (bench/upstream.py), one target at a time (bench/targets.py), and
-this one as the load generator (bench/load.py). Every figure is compared with a baseline
-measured in the same run, as a ratio or a difference: the machines are shared and noisy.
-`BENCH_QUICK=1` runs smaller counts (a smoke run, not figures to report).
+this one as the load generator (bench/load.py); for the Gemini and Bedrock targets, the tests'
+fakes of those APIs in their benchmark mode (tests/fakes/gemini.py, tests/fakes/bedrock.py); for
+the fleet, three streamfn processes sharing one Redis (bench/servers.py starts them all). Every
+figure is compared with a baseline measured in the same run, as a ratio or a difference: the
+machines are shared and noisy. `BENCH_QUICK=1` runs smaller counts (a smoke run, not figures to
+report).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
 import resource
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import uvloop
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import load  # noqa: E402
+from bench import load, servers  # noqa: E402
+from bench.measures import (  # noqa: E402
+    QUICK,
+    Figures,
+    Skipped,
+    Target,
+    concurrency,
+    first_use,
+    idle_memory,
+    say,
+    single_stream,
+    ttft,
+)
+from bench.servers import PORT  # noqa: E402
 
-QUICK = os.environ.get("BENCH_QUICK") == "1"
-PACE = 50  # tokens per second per stream in the concurrency runs
-PACED_TOKENS = 10 if QUICK else 200  # 4 s per stream at 50 tokens/s
-FAST_TOKENS = 2000 if QUICK else 20000
 LADDER = [1, 10, 100] if QUICK else [1, 10, 100, 1000, 2000, 5000]
+FLEET_STREAMS = 100 if QUICK else 1000
 MESSAGES = [{"role": "user", "content": "bench"}]
 
 
-def say(line: str) -> None:
-    sys.stderr.write(line + "\n")
+@dataclass(frozen=True)
+class Spec:
+    label: str
+    path: str
+    extra: dict[str, Any]
+    upstream: str  # which fake it streams from: a key of UPSTREAMS
+    ceiling: int  # how far up the ladder it goes
+    idle: bool = False  # resident memory per idle stream measured, in a process of its own
+    optional: bool = False  # skipped, with the reason in BENCHMARKS.md, when it cannot be run
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Each fake upstream: its command (PORT, the port it is given) and the URL a target is given.
+UPSTREAMS = {
+    "openai": ([str(HERE / "upstream.py"), PORT], "http://127.0.0.1:{port}/v1"),
+    "gemini": (["tests/fakes/gemini.py", PORT], "http://127.0.0.1:{port}"),
+    "bedrock": (["-m", "tests.fakes.bedrock", PORT], "http://127.0.0.1:{port}"),
+}
+FAKES = {"gemini": ROOT / "tests/fakes/gemini.py", "bedrock": ROOT / "tests/fakes/bedrock.py"}
 
-
-def wait_ready(port: int, timeout_s: float = 30) -> None:
-    ends = time.monotonic() + timeout_s
-    while time.monotonic() < ends:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
+# The upstream alone is the client's and upstream's own ceiling; the seed design is only a
+# reference for the lower rungs. The Gemini and Bedrock targets are compared with `streamfn`
+# (the OpenAI provider) up to 1,000 streams.
+TARGETS = {
+    "upstream": Spec(
+        "the upstream read directly", "/v1/chat/completions", {"stream": True}, "openai", 1000
+    ),
+    "relay": Spec(
+        "raw Starlette relay", "/v1/chat/completions", {"stream": True}, "openai", 2000, idle=True
+    ),
+    "seed": Spec("seed design", "/chat/stream", {}, "openai", 2000),
+    "streamfn": Spec(
+        "streamfn (uvicorn)", "/chat/stream", {"provider": "openai"}, "openai", 5000, idle=True
+    ),
+    "gemini": Spec(
+        "streamfn, Gemini provider (uvicorn)",
+        "/chat/stream",
+        {"provider": "gemini"},
+        "gemini",
+        1000,
+        idle=True,
+        optional=True,
+    ),
+    "bedrock": Spec(
+        "streamfn, Bedrock provider (uvicorn)",
+        "/chat/stream",
+        {"provider": "bedrock"},
+        "bedrock",
+        1000,
+        idle=True,
+        optional=True,
+    ),
+}
 
 
 @contextlib.contextmanager
-def process(script: str, *args: str) -> Iterator[int]:
-    """`script` in a child process listening on a free port (given after the first of `args`
-    for targets.py, alone for upstream.py)."""
-    port = free_port()
-    child = subprocess.Popen([sys.executable, script, *args[:1], str(port), *args[1:]])
-    try:
-        wait_ready(port)
-        yield port
-    finally:
-        child.terminate()
+def upstream(spec: Spec, openai: tuple[int, str]) -> Iterator[tuple[int, str]]:
+    """The port and URL of `spec`'s fake upstream: the OpenAI one that runs throughout, or a
+    fake of the tests' started for this target alone."""
+    if spec.upstream == "openai":
+        yield openai
+        return
+    fake = FAKES[spec.upstream]
+    if not fake.exists():
+        raise Skipped(f"{fake.relative_to(ROOT)} is missing")
+    command, url = UPSTREAMS[spec.upstream]
+    with contextlib.ExitStack() as stack:
         try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
+            port = stack.enter_context(servers.process(command))
+        except servers.NotListening as exc:
+            shown = " ".join(command).replace(PORT, "PORT")
+            raise Skipped(f"no benchmark mode: `python {shown}` {exc}") from None
+        yield port, url.format(port=port)
 
 
-@dataclass
-class Target:
-    name: str
-    label: str
-    port: int
-    path: str
-    body: dict[str, Any]
+def server(spec: Spec, command: list[str]) -> contextlib.AbstractContextManager[int]:
+    """A target's process; an optional one that does not start is skipped."""
+    if not spec.optional:
+        return servers.process(command)
 
-    def raw(self, script: str) -> bytes:
-        return load.request(self.port, self.path, {**self.body, "model": script})
+    @contextlib.contextmanager
+    def started() -> Iterator[int]:
+        with contextlib.ExitStack() as stack:
+            try:
+                port = stack.enter_context(servers.process(command))
+            except servers.NotListening as exc:
+                raise Skipped(f"streamfn did not start with it: {exc}") from None
+            yield port
 
-    def probe(self, reset: bool = False) -> dict[str, float]:
-        if self.name == "upstream":  # no probe there: its CPU is counted as wall time
-            return {"cpu_s": 0.0}
-        url = f"http://127.0.0.1:{self.port}/__bench" + ("?reset" if reset else "")
-        return dict(httpx.get(url, timeout=30).json())
-
-
-@dataclass
-class Figures:
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def set(self, target: str, key: str, value: Any) -> None:
-        self.rows.setdefault(target, {})[key] = value
+    return started()
 
 
-async def single_stream(target: Target, figures: Figures) -> None:
-    raw = target.raw(f"fast-{FAST_TOKENS}")
-    await load.one(target.port, raw)  # warm: connections, imports, first use
-    runs = []
-    for _ in range(3):
-        r = await load.one(target.port, raw)
-        assert r.exact(FAST_TOKENS), (target.name, r.status, r.error, len(r.tokens))
-        runs.append(FAST_TOKENS / (r.times[-1] - r.sent_at))
-    figures.set(target.name, "tokens_per_s", load.median(runs))
-
-
-async def ttft(target: Target, figures: Figures) -> None:
-    raw = target.raw("fast-1")
-    samples = []
-    for _ in range(50 if QUICK else 300):
-        r = await load.one(target.port, raw)
-        assert r.exact(1), (target.name, r.status, r.error)
-        samples.append(r.ttft or 0)
-    figures.set(target.name, "ttft_p50_ms", load.median(samples) * 1000)
-    results = await load.many(target.port, target.raw("pace-50-5"), 200)
-    ttfts = [r.ttft for r in results if r.ttft is not None]
-    assert len(ttfts) == 200, (target.name, [r.error for r in results if r.error][:3])
-    figures.set(target.name, "ttft200_p50_ms", load.percentile(ttfts, 50) * 1000)
-    figures.set(target.name, "ttft200_p99_ms", load.percentile(ttfts, 99) * 1000)
-
-
-async def concurrency(target: Target, figures: Figures, counts: list[int]) -> None:
-    ladder: dict[str, dict[str, float]] = {}
-    for n in counts:
-        target.probe(reset=True)
-        before = target.probe()["cpu_s"] if target.name != "upstream" else 0.0
-        started = time.perf_counter()
-        results = await load.many(
-            target.port,
-            target.raw(f"pace-{PACE}-{PACED_TOKENS}"),
-            n,
-            spread_s=min(2.0, n / 1000),
-            timeout_s=120,  # 30 times a stream's length: beyond that it counts as broken
-        )
-        wall = time.perf_counter() - started
-        probe = target.probe()
-        exact = sum(r.exact(PACED_TOKENS) for r in results)
-        gaps = load.gaps_over_pace(results, 1 / PACE)
-        tokens = sum(len(r.tokens) for r in results)
-        cpu = probe["cpu_s"] - before if target.name != "upstream" else wall
-        ladder[str(n)] = {
-            "complete": exact,
-            "gap_p99_ms": load.percentile(gaps, 99) * 1000,
-            "tokens_per_cpu_s": tokens / cpu if cpu > 0 else float("nan"),
-            "max_lag_ms": probe.get("max_lag_ms", float("nan")),
-            "errors": len([r for r in results if not r.exact(PACED_TOKENS)]),
-        }
-        say(f"  {target.name} {n} streams: {ladder[str(n)]}")
-    figures.set(target.name, "ladder", ladder)
-
-
-async def idle_memory(target: Target, figures: Figures, n: int) -> None:
-    """Resident memory per open stream that has had its first token and waits."""
-    base = target.probe()["rss_kib"]
-    loop = asyncio.get_running_loop()
-    clients = []
-    for _ in range(n):
-        result = load.Result(sent_at=0)
-        done: asyncio.Future[load.Result] = loop.create_future()
-        transport, _ = await loop.create_connection(
-            lambda result=result, done=done: load._Client(target.raw("idle-1"), result, done),
-            "127.0.0.1",
-            target.port,
-        )
-        clients.append((transport, result))
-    for _ in range(100):
-        if all(r.tokens for _, r in clients):
-            break
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(1)
-    rss = target.probe()["rss_kib"]
-    figures.set(target.name, "idle_kib_per_stream", (rss - base) / n)
-    for transport, _ in clients:
-        transport.close()
-
-
-TARGETS = {
-    "upstream": ("the upstream read directly", "/v1/chat/completions", {"stream": True}),
-    "relay": ("raw Starlette relay", "/v1/chat/completions", {"stream": True}),
-    "seed": ("seed design", "/chat/stream", {}),
-    "streamfn": ("streamfn (uvicorn)", "/chat/stream", {"provider": "openai"}),
-}
-# How far up the ladder each target goes: the upstream alone is the client's and upstream's
-# own ceiling; the seed design is only a reference for the lower rungs.
-CEILING = {"upstream": 1000, "relay": 2000, "seed": 2000, "streamfn": 5000}
-
-
-async def first_use(target: Target, figures: Figures) -> None:
-    """The loop's longest lag over a fresh process's first request (any SDK import, first
-    connection). Start-up, before the server takes requests, is not counted."""
-    target.probe(reset=True)
-    r = await load.one(target.port, target.raw("fast-10"))
-    assert r.exact(10), (target.name, r.status, r.error)
-    figures.set(target.name, "first_use_lag_ms", target.probe()["max_lag_ms"])
-
-
-async def measure(figures: Figures, upstream_port: int) -> None:
-    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
-    for name, (label, path, extra) in TARGETS.items():
-        say(label)
-        body = {"messages": MESSAGES, **extra}
+async def measure_target(name: str, spec: Spec, figures: Figures, openai: tuple[int, str]) -> None:
+    body = {"messages": MESSAGES, **spec.extra}
+    command = [str(HERE / "targets.py"), name, PORT]
+    with upstream(spec, openai) as (upstream_port, upstream_url):
         with contextlib.ExitStack() as stack:
             if name == "upstream":
                 port = upstream_port
             else:
-                port = stack.enter_context(process(str(HERE / "targets.py"), name, upstream_url))
-            target = Target(name, label, port, path, body)
+                port = stack.enter_context(server(spec, [*command, upstream_url]))
+            target = Target(name, spec.label, [port], spec.path, body)
             if name != "upstream":
-                await first_use(target, figures)
+                await first_use(target, figures, spec.optional)
             await single_stream(target, figures)
             await ttft(target, figures)
-            await concurrency(target, figures, [n for n in LADDER if n <= CEILING[name]])
-        if name in ("relay", "streamfn"):
-            with process(str(HERE / "targets.py"), name, upstream_url) as port:
-                target = Target(name, label, port, path, body)
+            await concurrency(target, figures, [n for n in LADDER if n <= spec.ceiling])
+        if spec.idle:
+            with server(spec, [*command, upstream_url]) as port:
+                target = Target(name, spec.label, [port], spec.path, body)
                 await load.one(port, target.raw("fast-10"))  # the first use, done
                 await idle_memory(target, figures, 100 if QUICK else 1000)
+
+
+async def fleet(figures: Figures, openai_url: str) -> None:
+    """Three streamfn processes sharing one Redis (limits, slots, the resume log in it), streams
+    spread round-robin over them, against one process on the same Redis, in turn."""
+    body = {"messages": MESSAGES, "provider": "openai"}
+    command = [str(HERE / "targets.py"), "streamfn", PORT, openai_url]
+    with contextlib.ExitStack() as stack:
+        try:
+            redis = stack.enter_context(servers.redis())
+        except servers.NotListening as exc:
+            say(f"  the fleet skipped: {exc}")
+            figures.set("fleet", "skipped", str(exc))
+            return
+        env = {"STREAMFN_REDIS_URL": redis.url}
+        for name, count, label in (
+            ("redis", 1, "one streamfn process on Redis"),
+            ("fleet", 3, "three streamfn processes on one Redis"),
+        ):
+            say(label)
+            redis.flush()
+            with contextlib.ExitStack() as processes:
+                ports = [
+                    processes.enter_context(servers.process(command, env)) for _ in range(count)
+                ]
+                target = Target(name, label, ports, "/chat/stream", body)
+                for port, raw in target.requests("fast-10"):  # each server's first use, done
+                    r = await load.one(port, raw)
+                    assert r.exact(10), (name, port, r.status, r.error)
+                await ttft(target, figures)
+                redis_before = redis.cpu_s()
+                await concurrency(target, figures, [FLEET_STREAMS])
+                figures.set(name, "redis_cpu_s", redis.cpu_s() - redis_before)
+                figures.set(name, "servers", count)
+
+
+async def measure(figures: Figures) -> None:
+    command, url = UPSTREAMS["openai"]
+    with servers.process(command) as openai_port:
+        openai = (openai_port, url.format(port=openai_port))
+        for name, spec in TARGETS.items():
+            say(spec.label)
+            try:
+                await measure_target(name, spec, figures, openai)
+            except Skipped as exc:
+                say(f"  skipped: {exc}")
+                figures.rows.pop(name, None)
+                figures.set(name, "skipped", str(exc))
+        await fleet(figures, openai[1])
 
 
 def lambda_figures(figures: Figures) -> None:
@@ -263,8 +247,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     started = time.monotonic()
     figures = Figures()
-    with process(str(HERE / "upstream.py")) as upstream_port:
-        uvloop.run(measure(figures, upstream_port))
+    uvloop.run(measure(figures))
     lambda_figures(figures)
     (HERE / "results.json").write_text(json.dumps(figures.rows, indent=1) + "\n")
     from bench import report

@@ -4,10 +4,15 @@ httptools), with a probe of its event loop's lag:
 - `relay`: the floor for any Python relay, a raw Starlette StreamingResponse re-emitting the
   upstream's bytes through one httpx client.
 - `seed`: the seed's design, FastAPI + sse-starlette + AsyncOpenAI, one event per token.
-- `streamfn`: streamfn's app as `make run` serves it, with the OpenAI provider (resume on).
+- `streamfn`: streamfn's app as `make run` serves it, with the OpenAI provider (resume on); with
+  STREAMFN_REDIS_URL in its environment, a server of a fleet sharing that Redis.
+- `gemini`, `bedrock`: the same app with the Gemini or the Bedrock provider, UPSTREAM_URL the
+  fake's (tests/fakes/gemini.py, tests/fakes/bedrock.py), with the environment a deployment
+  has: the Gemini key, or AWS credentials and a region (SigV4 signing on every request).
 
 `GET /__bench` answers the probe's figures: the longest loop lag since the last reset (a task
-that asks to sleep 5 ms and notes how late it wakes), CPU seconds and resident memory.
+that asks to sleep 5 ms and notes how late it wakes), CPU seconds, resident memory and the
+process's thread count.
 
 Run: python bench/targets.py TARGET PORT UPSTREAM_URL
 """
@@ -22,7 +27,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +91,60 @@ def seed(upstream: str) -> ASGIApp:
     return app
 
 
-def streamfn(upstream: str) -> ASGIApp:
+# Each provider's variables, as a deployment sets them; the others' are removed, so that only
+# the provider measured is configured.
+_PROVIDER_VARIABLES = (
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GOOGLE_GEMINI_BASE_URL",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_BEARER_TOKEN_BEDROCK",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "STREAMFN_BEDROCK_MODEL",
+)
+
+
+def _provider_environment(provider: str, upstream: str, scratch: str) -> dict[str, str]:
+    if provider == "openai":
+        return {"OPENAI_BASE_URL": upstream, "OPENAI_API_KEY": "bench"}
+    if provider == "gemini":
+        # tests/fakes/gemini.py's bench mode checks this key (tests/fakes/wire.py's SECRET).
+        return {"GEMINI_API_KEY": "sk-test-SECRET-0123456789", "GOOGLE_GEMINI_BASE_URL": upstream}
+    if provider == "bedrock":
+        # Credentials as Lambda's role gives them (a session token too), for SigV4; no shared
+        # files and no metadata service, so that botocore's chain finds these and nothing else.
+        return {
+            "AWS_ACCESS_KEY_ID": "AKIAFAKEBENCH0000001",
+            "AWS_SECRET_ACCESS_KEY": "fakeBENCHsecret/bedrock+0123456789abcdefgh",
+            "AWS_SESSION_TOKEN": "FakeBenchSessionTOKEN//bedrock//0123456789",
+            "AWS_REGION": "us-west-2",
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": upstream,
+            "AWS_CONFIG_FILE": os.path.join(scratch, "aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(scratch, "aws-credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    raise ValueError(f"no such provider: {provider}")
+
+
+def streamfn(upstream: str, provider: str = "openai") -> ASGIApp:
+    scratch = tempfile.mkdtemp(prefix="streamfn-bench-")
+    for name in _PROVIDER_VARIABLES:
+        os.environ.pop(name, None)
     os.environ.update(
-        OPENAI_BASE_URL=upstream,
-        OPENAI_API_KEY="bench",
+        _provider_environment(provider, upstream, scratch),
         STREAMFN_AUTH="none",
         STREAMFN_USAGE_RECORDS="false",
-        STREAMFN_DEFAULT_PROVIDER="openai",
-        # The stream log in a scratch file of its own rather than the user's.
-        STREAMFN_STREAMS_DB=os.path.join(tempfile.mkdtemp(prefix="streamfn-bench-"), "s.db"),
+        STREAMFN_DEFAULT_PROVIDER=provider,
+        # The stream log in a scratch file of its own rather than the user's (unless
+        # STREAMFN_REDIS_URL is set: then in that Redis).
+        STREAMFN_STREAMS_DB=os.path.join(scratch, "s.db"),
     )
     sys.path.insert(0, str(ROOT / "functions"))
     from streamfn.app import create_app
@@ -125,6 +175,7 @@ class Probe:
                 "max_lag_ms": self.max_lag * 1000,
                 "cpu_s": usage.ru_utime + usage.ru_stime,
                 "rss_kib": rss,
+                "threads": len(os.listdir("/proc/self/task")),
             }
         ).encode()
         if scope.get("query_string") == b"reset":
@@ -132,14 +183,22 @@ class Probe:
         if scope.get("query_string") == b"top" and tracemalloc.is_tracing():  # BENCH_TRACEMALLOC
             stats = tracemalloc.take_snapshot().statistics("lineno")[:25]
             body = "\n".join(str(stat) for stat in stats).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+        length = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": length})
         await send({"type": "http.response.body", "body": body})
 
 
 async def main(target: str, port: int, upstream: str) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    probe = Probe({"relay": relay, "seed": seed, "streamfn": streamfn}[target](upstream))
+    apps: dict[str, Callable[[str], ASGIApp]] = {
+        "relay": relay,
+        "seed": seed,
+        "streamfn": streamfn,
+        "gemini": lambda url: streamfn(url, "gemini"),
+        "bedrock": lambda url: streamfn(url, "bedrock"),
+    }
+    probe = Probe(apps[target](upstream))
     config = uvicorn.Config(
         probe,
         host="127.0.0.1",
