@@ -106,6 +106,54 @@ def redis(redis_server: RedisServer) -> RedisServer:
     return redis_server
 
 
+@dataclass
+class SentinelRedis:
+    """A Redis primary of its own, watched by one Redis Sentinel."""
+
+    primary: RedisServer
+    sentinel_port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/streamfn/0"
+
+
+@pytest.fixture(scope="session")
+def sentinel_redis() -> Iterator[SentinelRedis]:
+    directory = Path(tempfile.mkdtemp(prefix="streamfn-sentinel-"))
+    port, sentinel_port = free_port(), free_port()
+    primary = RedisServer(port, start_redis(directory, port), directory)
+    config = directory / "sentinel.conf"  # the sentinel rewrites it: a file of its own
+    config.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\ndir {directory}\n"
+        f"sentinel monitor streamfn 127.0.0.1 {port} 1\n"
+    )
+    sentinel = subprocess.Popen(
+        [_binary("redis-server", "redis-server"), str(config), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def alive() -> None:
+        assert sentinel.poll() is None, f"redis-server --sentinel exited with {sentinel.returncode}"
+
+    try:
+        wait_for_port(sentinel_port, "redis sentinel", alive)
+        yield SentinelRedis(primary, sentinel_port)
+    finally:
+        for process in (sentinel, primary.process):
+            process.terminate()
+            process.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def sentinel(sentinel_redis: SentinelRedis) -> SentinelRedis:
+    """The session's Sentinel-watched Redis, emptied for this test."""
+    sentinel_redis.primary.flush()
+    return sentinel_redis
+
+
 def _postgres_binary(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name) or ""]
     if not found[-1]:

@@ -19,7 +19,8 @@ import pytest
 
 from streamfn.quotas import Exceeded, Lease, Quota, Unavailable
 from streamfn.quotas.redis import RedisQuotas
-from tests.fakes.servers import RedisServer
+from streamfn.redis_connection import sentinel_url, where
+from tests.fakes.servers import RedisServer, SentinelRedis
 from tests.keys import create_key
 from tests.processes import ROOT, ServerProcess
 from tests.waiting import free_port
@@ -259,3 +260,40 @@ async def test_workers_share_the_limits_through_redis(redis: RedisServer, tmp_pa
         assert statuses == [200] * 4 + [429] * 6
     finally:
         server.stop()
+
+
+async def test_a_primary_found_through_sentinel_counts_the_limits(
+    sentinel: SentinelRedis, tmp_path: Path
+) -> None:
+    server = ServerProcess(
+        {
+            "STREAMFN_REDIS_URL": sentinel.url,
+            "STREAMFN_REQUESTS_PER_MINUTE": "3",
+            "STREAMFN_STREAMS_DB": str(tmp_path / "streams.sqlite3"),
+            "STREAMFN_USAGE_DB": str(tmp_path / "usage.sqlite3"),
+        }
+    )
+    sentinel.primary.clear_of_minute_end()
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            statuses = [
+                (await client.post(f"{server.url}/chat/stream", json=_chat("hi"))).status_code
+                for _ in range(4)
+            ]
+        assert statuses == [200, 200, 200, 429]
+        # Counted in the primary the sentinel named, under the identity's hash tag.
+        assert sentinel.primary.cli("--scan", "--pattern", "streamfn:{*}:counts").split()
+    finally:
+        server.stop()
+
+
+def test_sentinel_urls_are_read_and_shown_without_their_password() -> None:
+    parsed = sentinel_url("redis+sentinel://:s3cret@10.0.0.1:26379,10.0.0.2/mymaster/2")
+    assert parsed is not None
+    assert parsed.sentinels == [("10.0.0.1", 26379), ("10.0.0.2", 26379)]
+    assert (parsed.service, parsed.db, parsed.password) == ("mymaster", 2, "s3cret")
+    shown = where("redis+sentinel://:s3cret@10.0.0.1:26379/mymaster")
+    assert "s3cret" not in shown
+    assert sentinel_url("redis://127.0.0.1:6379/0") is None
+    with pytest.raises(ValueError, match="names its sentinels and its service"):
+        sentinel_url("redis+sentinel://10.0.0.1:26379/")

@@ -20,10 +20,10 @@ from streamfn.resume.live import Streams
 from streamfn.resume.redis import RedisStreamLog
 from streamfn.resume.sqlite import SqliteStreamLog
 from tests.fakes.aws import Moto, create_streams_table
-from tests.fakes.servers import RedisServer
+from tests.fakes.servers import RedisServer, SentinelRedis
 
 
-@pytest.fixture(params=["sqlite", "redis", "dynamodb"])
+@pytest.fixture(params=["sqlite", "redis", "redis-sentinel", "dynamodb"])
 def log(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[StreamLog]:
@@ -32,6 +32,9 @@ def log(
     elif request.param == "redis":
         redis: RedisServer = request.getfixturevalue("redis")
         made = RedisStreamLog(redis.url, ttl_s=3600)
+    elif request.param == "redis-sentinel":  # the primary found through Redis Sentinel
+        sentinel: SentinelRedis = request.getfixturevalue("sentinel")
+        made = RedisStreamLog(sentinel.url, ttl_s=3600)
     else:
         moto: Moto = request.getfixturevalue("moto")
         for name, value in moto.env.items():

@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from streamfn.redis_connection import TIMEOUT_S, client, hash_tag, where
+from streamfn.redis_connection import blocking_client, client, hash_tag, where
 from streamfn.resume import LEASE_S, Beat, Head, Page
 from streamfn.resume.sqlite import events_json, events_of
 
@@ -147,15 +147,7 @@ class RedisStreamLog:
 
     def _client(self) -> redis.Redis:
         if self._redis is None:
-            import redis  # imported on use: only a fleet needs it
-
-            self._redis = redis.Redis.from_url(
-                self._url,
-                protocol=3,
-                socket_timeout=TIMEOUT_S,
-                socket_connect_timeout=TIMEOUT_S,
-                health_check_interval=30,
-            )
+            self._redis = blocking_client(self._url)
             for name, source in (
                 ("head", _PUT_HEAD),
                 ("page", _PUT_PAGE),
