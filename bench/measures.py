@@ -119,7 +119,11 @@ async def ttft(target: Target, figures: Figures) -> None:
 async def _sample_threads(target: Target, seen: list[float]) -> None:
     """The servers' thread count, every 0.1 s until cancelled."""
     while True:
-        seen.append((await target.probe_async())["threads"])
+        try:
+            seen.append((await target.probe_async())["threads"])
+        except (OSError, TimeoutError, RuntimeError, ValueError) as exc:
+            # A server too busy to answer in time misses a sample; the run goes on.
+            say(f"  {target.name}: a thread sample missed ({type(exc).__name__})")
         await asyncio.sleep(0.1)
 
 
