@@ -43,7 +43,8 @@ ErrorType: TypeAlias = Literal[
 class Usage:
     """Token counts for one request; `estimated` when the provider did not report them.
 
-    `reasoning_tokens` (part of `output_tokens`) and `cached_input_tokens` (part of
+    `reasoning_tokens` (part of `output_tokens`), `cached_input_tokens` (read from the
+    provider's prompt cache) and `cache_creation_input_tokens` (written to it; both part of
     `input_tokens`) are None where the provider does not report them."""
 
     input_tokens: int
@@ -51,6 +52,7 @@ class Usage:
     estimated: bool = False
     reasoning_tokens: int | None = None
     cached_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
 
     @classmethod
     def estimate(cls, input_text: str, output: str | int) -> Usage:

@@ -40,6 +40,19 @@ _OPENAI_ERROR = {
     },
 }
 
+_ANTHROPIC_ERROR = {
+    "type": "object",
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["type", "message"],
+        },
+    },
+    "required": ["type", "error"],
+}
+
 
 # One event of a stream, as schemathesis and OpenAPI 3.2's `itemSchema` read `text/event-stream`
 # (WHATWG HTML, "event stream interpretation"): an unnamed event is a `message`.
@@ -70,6 +83,25 @@ NATIVE_EVENTS = (
     "error",
 )
 UNNAMED = ("message",)
+# Anthropic's Messages events (streamfn.dialects.anthropic).
+ANTHROPIC_EVENTS = (
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "ping",
+    "error",
+)
+# What Anthropic's statuses mean on the Messages routes (streamfn.dialects.anthropic).
+ANTHROPIC_WHY = {
+    404: "No provider has the model (not_found_error)",
+    500: "The provider failed, or rejected streamfn's key (api_error)",
+    503: "The limits store cannot be reached (api_error)",
+    504: "No first token within STREAMFN_FIRST_TOKEN_TIMEOUT_S (timeout_error)",
+    529: "The provider is overloaded (overloaded_error)",
+}
 
 _WHY = {
     400: "A body of the schema that cannot be used (`param` names the field): an unknown "
@@ -101,20 +133,25 @@ BODY = (413, 415)
 
 
 def refusals(
-    *statuses: int, openai: bool = False, why: Mapping[int, str] | None = None
+    *statuses: int,
+    openai: bool = False,
+    anthropic: bool = False,
+    why: Mapping[int, str] | None = None,
 ) -> dict[int | str, dict[str, Any]]:
-    """The error `statuses` of a route, in the route's error shape, each described (by `why`
-    where it says what the status means on this route)."""
-    schema = _OPENAI_ERROR if openai else _NATIVE_ERROR
+    """The error `statuses` of a route, in the route's error shape (native, OpenAI's or
+    Anthropic's), each described (by `why` where it says what the status means on this
+    route)."""
+    schema = _ANTHROPIC_ERROR if anthropic else _OPENAI_ERROR if openai else _NATIVE_ERROR
     content = {"application/json": {"schema": schema}}
-    said = {**_WHY, **(why or {})}
+    said = {**_WHY, **(ANTHROPIC_WHY if anthropic else {}), **(why or {})}
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         why_this = said[status]
-        if openai and status == 422:
-            # OpenAI answers a malformed body with a 400; declaring "4XX" also keeps FastAPI
-            # from adding its own 422 to the document.
-            out["4XX"] = {"description": "Any client error, in OpenAI's error shape"}
+        if (openai or anthropic) and status == 422:
+            # OpenAI and Anthropic answer a malformed body with a 400; declaring "4XX" also
+            # keeps FastAPI from adding its own 422 to the document.
+            shape = "Anthropic's" if anthropic else "OpenAI's"
+            out["4XX"] = {"description": f"Any client error, in {shape} error shape"}
             status, why_this = 400, f"{said[400]}; {why_this[0].lower()}{why_this[1:]}"
         out[status] = {"description": why_this, "content": content}
     if "4XX" in out:
@@ -123,7 +160,12 @@ def refusals(
 
 
 def responses(
-    *, events: Sequence[str], openai: bool = False, json_too: bool = False, body: bool = True
+    *,
+    events: Sequence[str],
+    openai: bool = False,
+    anthropic: bool = False,
+    json_too: bool = False,
+    body: bool = True,
 ) -> dict[int | str, dict[str, Any]]:
     """The `responses` of a chat route: 200 as a stream of `events` (and JSON when
     `json_too`), and every error status it can answer before the stream begins (`body`: those
@@ -138,11 +180,18 @@ def responses(
     if json_too:
         ok["application/json"] = {"schema": {"type": "object"}}
     # 413 on a GET too: the size limit applies to any request that declares a body.
-    statuses = sorted({*GATE, *(BODY if body else (413,)), 409, 429, 502, 503, 504})
+    statuses = {*GATE, *(BODY if body else (413,)), 409, 429, 502, 503, 504}
+    if anthropic:
+        statuses = (statuses - {502}) | set(ANTHROPIC_STATUSES)
     return {
         200: {"description": "The answer, streamed as it is generated", "content": ok},
-        **refusals(*statuses, openai=openai),
+        **refusals(*sorted(statuses), openai=openai, anthropic=anthropic),
     }
+
+
+# The statuses Anthropic's API has that the others' lack, or has for other reasons: a model
+# nobody has (404), a provider's failure (500, not 502), an overloaded provider (529).
+ANTHROPIC_STATUSES = (404, 500, 529)
 
 
 class AllowedMethods:

@@ -29,6 +29,7 @@ from streamfn.request import ChatRequest, Limits, check
 from streamfn.resilience import RetryPolicy, candidate_names, first_success
 from streamfn.resume import Head, LogUnavailable
 from streamfn.resume.live import Streams
+from streamfn.routing import Listed, ModelRoutes
 from streamfn.settings import Settings
 from streamfn.streaming import Completion, complete_response, stream_response
 from streamfn.usage import Tally
@@ -91,6 +92,9 @@ class Pipeline:
         self.registry = registry
         self.accountant = accountant
         self.streams = streams
+        self.routes = ModelRoutes(
+            settings.model_aliases, (Listed(s.name, s.models) for s in registry.specs)
+        )
         self.quotas: Quotas = from_settings(settings)
         self.quota = Quota(
             settings.requests_per_minute, settings.concurrent_streams, settings.tokens_per_day
@@ -132,18 +136,11 @@ class Pipeline:
         return not patterns or any(fnmatchcase(f"{provider}/{model}", p) for p in patterns)
 
     def route(self, name: str | None) -> tuple[ProviderSpec, str]:
-        """A model name as OpenAI-style clients give it: `provider/model`, a provider's name
-        (its default model), or a bare model (the default provider's). A prefix that names no
-        provider is part of the model's own name (`meta-llama/Llama-3.1-8B` on vLLM)."""
-        if not name:
-            return self.resolve(None, None)
-        names = {spec.name for spec in self.registry.specs}
-        provider, slash, model = name.partition("/")
-        if slash and provider in names:
-            return self.resolve(provider, model or None)
-        if name in names:
-            return self.resolve(name, None)
-        return self.resolve(None, name)
+        """A model name as the OpenAI and Anthropic APIs' clients give it: an alias
+        (STREAMFN_MODEL_ALIASES), `provider/model`, a provider's name (its default model), or a
+        bare model (the provider that has it, else the default provider's); see
+        `streamfn.routing`."""
+        return self.resolve(*self.routes.target(name))
 
     def admit(self, spec: ProviderSpec, build: Callable[[Limits], ChatRequest]) -> ChatRequest:
         """The request `build` makes, once it passes every check; else `Refused`, naming the

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from streamfn.content import (
     Image,
@@ -64,6 +64,21 @@ def _strings(request: ChatRequest) -> Iterator[tuple[str, str]]:
 
 
 @dataclass(frozen=True, slots=True)
+class NativeBody:
+    """A client's request in its own protocol, kept beside its translation for a provider
+    that speaks that protocol (Anthropic's Messages API, to the Anthropic provider), which sends
+    it on as it came, with the resolved model and max_tokens: so what `ChatRequest` does not
+    model (cache_control, metadata, betas, fields newer than streamfn) still reaches the model.
+    Every other provider, and every check, reads the translation. `headers` and `query` are the
+    protocol's own ones to forward (`anthropic-beta`, `anthropic-version`, `?beta=true`)."""
+
+    protocol: Literal["anthropic"]
+    body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """What a provider streams from: the conversation with the provider's model resolved."""
 
@@ -77,6 +92,7 @@ class ChatRequest:
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     reasoning: ReasoningOption | None = None
+    native: NativeBody | None = None  # the client's own body, for a provider of its protocol
 
     def capped(self, cap: int | None) -> ChatRequest:
         """This request with `max_tokens` bounded by `cap` (and set to it when unset)."""

@@ -297,6 +297,13 @@ class Settings(BaseSettings):
         'first token, as JSON: {"openai/gpt-4o": ["anthropic/claude-sonnet-4-5"], "openai": '
         "[...]} (by provider/model, else by provider). A request's own list replaces them.",
     )
+    model_aliases: dict[str, str] = Field(
+        default={},
+        description="Model names a client insists on, mapped to the provider/model (or "
+        'provider) that serves them, as JSON: {"claude-sonnet-4-5": "openai/gpt-4o", '
+        '"claude-*": "echo"} (exact names first, then patterns in order). On every route that '
+        "takes a model name.",
+    )
     retry_max_wait_s: float = Field(
         default=4,
         ge=0,

@@ -11,6 +11,10 @@ short, and is passed on as it is, with finish reason `length`).
 
 `temperature` and `top_p` are not sent: API version 2026-10-21, which SDK 2.x speaks, rejects
 every sampling parameter with a 400, and the SDK no longer has them.
+
+A request that came in Anthropic's own protocol (`POST /v1/messages`) is not translated: its
+body is sent on as it came, with the client's `anthropic-version` and `anthropic-beta`
+(`anthropic_native`); its count_tokens too.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from streamfn.chunks import (
     ReasoningDelta,
     ReasoningEnd,
     StreamChunk,
+    StreamError,
     TextDelta,
     ToolCallDelta,
     ToolCallEnd,
@@ -44,7 +49,8 @@ from streamfn.chunks import (
 )
 from streamfn.content import NamedTool, Part, Reasoning, Text, Tool, ToolCall
 from streamfn.providers import upstream
-from streamfn.request import ChatRequest
+from streamfn.providers.anthropic_native import anthropic_body
+from streamfn.request import ChatRequest, NativeBody
 
 NAME = "anthropic"
 
@@ -125,8 +131,12 @@ class AnthropicProvider:
             )
         return upstream.malformed(NAME, f"{type(exc).__name__}: {str(exc)[:200]}")
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
-        system = "\n\n".join(m.text for m in request.messages if m.role == "system")
+    def _create(self, request: ChatRequest) -> dict[str, Any]:
+        """`messages.create`'s arguments: the client's own body when it spoke Anthropic's
+        protocol (`anthropic_native`), else the translation of `request`."""
+        native = anthropic_body(request)
+        if native is not None:
+            return _passed_on(native)
         max_tokens = request.max_tokens or self._default_max_tokens
         option = request.reasoning
         thinking: dict[str, Any] | None = None
@@ -137,19 +147,32 @@ class AnthropicProvider:
                 max_tokens = option.budget_tokens + self._default_max_tokens
         elif option is not None and option.effort is not None:
             thinking, effort = {"type": "adaptive"}, {"effort": option.effort}
+        return {
+            **_input(request),
+            "max_tokens": max_tokens,
+            "stop_sequences": list(request.stop) or omit,
+            "thinking": cast("ThinkingConfigParam", thinking) if thinking else omit,
+            "output_config": cast("OutputConfigParam", effort) if effort else omit,
+            "stream": True,
+        }
+
+    async def count_tokens(self, request: ChatRequest) -> int | StreamError:
+        """Anthropic's own count of `request`'s input (`POST /v1/messages/count_tokens`)."""
+        native = anthropic_body(request, count=True)
+        arguments = _passed_on(native) if native is not None else _input(request)
+        arguments.pop("max_tokens", None)
+        arguments.pop("stream", None)
         try:
-            response = await self._messages.create(
-                model=request.model,
-                max_tokens=max_tokens,
-                messages=cast("list[MessageParam]", _messages(request)),
-                system=system or omit,
-                stop_sequences=list(request.stop) or omit,
-                tools=cast("list[ToolParam]", [_tool(t) for t in request.tools]) or omit,
-                tool_choice=cast("ToolChoiceParam", _tool_choice(request)) or omit,
-                thinking=cast("ThinkingConfigParam", thinking) if thinking else omit,
-                output_config=cast("OutputConfigParam", effort) if effort else omit,
-                stream=True,
-            )
+            counted = await self._messages.count_tokens(**arguments)
+        except (anthropic.AnthropicError, httpx2.HTTPError) as exc:
+            chunk = self._error(exc)
+            assert isinstance(chunk, StreamError)
+            return chunk
+        return counted.input_tokens
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        try:
+            response = await self._messages.create(**self._create(request))
         except anthropic.AnthropicError as exc:
             yield self._error(exc)
             return
@@ -245,7 +268,7 @@ class _Usage:
     cumulative and may come more than once (the latest wins; nothing is summed)."""
 
     input_tokens: int = 0
-    cache_creation: int = 0
+    cache_creation: int | None = None
     cache_read: int | None = None
     output_tokens: int = 0
     thinking_tokens: int | None = None
@@ -264,11 +287,40 @@ class _Usage:
 
     def total(self) -> Usage:
         return Usage(
-            self.input_tokens + self.cache_creation + (self.cache_read or 0),
+            self.input_tokens + (self.cache_creation or 0) + (self.cache_read or 0),
             self.output_tokens,
             reasoning_tokens=self.thinking_tokens,
             cached_input_tokens=self.cache_read,
+            cache_creation_input_tokens=self.cache_creation,
         )
+
+
+def _passed_on(native: NativeBody) -> dict[str, Any]:
+    """The SDK's arguments for a body sent on as it came: the fields the SDK requires by name,
+    every other one as they are (`extra_body`), and the client's own headers and query."""
+    body = dict(native.body)
+    out: dict[str, Any] = {"model": body.pop("model"), "messages": body.pop("messages")}
+    for name in ("max_tokens", "stream"):
+        if name in body:
+            out[name] = body.pop(name)
+    return {
+        **out,
+        "extra_body": body,
+        "extra_headers": dict(native.headers),
+        "extra_query": dict(native.query),
+    }
+
+
+def _input(request: ChatRequest) -> dict[str, Any]:
+    """What both messages.create and count_tokens take of a translated request."""
+    system = "\n\n".join(m.text for m in request.messages if m.role == "system")
+    return {
+        "model": request.model,
+        "messages": cast("list[MessageParam]", _messages(request)),
+        "system": system or omit,
+        "tools": cast("list[ToolParam]", [_tool(t) for t in request.tools]) or omit,
+        "tool_choice": cast("ToolChoiceParam", _tool_choice(request)) or omit,
+    }
 
 
 def _messages(request: ChatRequest) -> list[dict[str, Any]]:

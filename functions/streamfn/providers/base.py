@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from streamfn.chunks import StreamChunk
+from streamfn.chunks import StreamChunk, StreamError
 from streamfn.content import Image, InvalidContent, NamedTool
 from streamfn.request import ChatRequest
 
@@ -25,6 +25,16 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Release the provider's HTTP client; called once at shutdown."""
+        ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A provider that can count a request's input tokens itself (Anthropic's count_tokens);
+    for the others, streamfn estimates."""
+
+    async def count_tokens(self, request: ChatRequest) -> int | StreamError:
+        """The input tokens of `request`, or why they could not be counted."""
         ...
 
 
