@@ -65,7 +65,8 @@ class Target:
         query = "?reset" if reset else ""
         return _summed(
             [
-                httpx.get(f"http://127.0.0.1:{port}/__bench{query}", timeout=30).json()
+                # A server still closing thousands of streams may take a while to answer.
+                httpx.get(f"http://127.0.0.1:{port}/__bench{query}", timeout=180).json()
                 for port in self.ports
             ]
         )
