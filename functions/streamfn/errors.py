@@ -18,6 +18,11 @@ from streamfn.chunks import StreamError
 from streamfn.controls import describe
 
 
+class StoreUnavailable(Exception):
+    """A store the request needs (keys, stream-token claims) cannot be reached just now: the
+    request is refused with a 503, never let through unchecked."""
+
+
 def error_response(
     status: int,
     type: str,

@@ -16,6 +16,8 @@ import weakref
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from streamfn.errors import StoreUnavailable
+
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
@@ -62,7 +64,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(StoreUnavailable):
     """The database cannot be reached, or failed the statement: what needs it is refused (503)."""
 
 

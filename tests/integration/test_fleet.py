@@ -297,3 +297,30 @@ def test_sentinel_urls_are_read_and_shown_without_their_password() -> None:
     assert sentinel_url("redis://127.0.0.1:6379/0") is None
     with pytest.raises(ValueError, match="names its sentinels and its service"):
         sentinel_url("redis+sentinel://10.0.0.1:26379/")
+
+
+async def test_a_stream_token_with_redis_gone_is_a_503_not_a_401(tmp_path: Path) -> None:
+    key, _ = create_key(tmp_path / "keys.sqlite3")
+    server = ServerProcess(
+        {
+            "STREAMFN_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "STREAMFN_AUTH": "api_key",
+            "STREAMFN_KEYS_DB": str(tmp_path / "keys.sqlite3"),
+            "STREAMFN_STREAMS_DB": str(tmp_path / "streams.sqlite3"),
+            "STREAMFN_USAGE_DB": str(tmp_path / "usage.sqlite3"),
+        }
+    )
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            minted = await client.post(
+                f"{server.url}/chat/stream/token",
+                json={"prompt": "hi"},
+                headers={"authorization": f"Bearer {key}"},
+            )
+            assert minted.status_code == 200, minted.text
+            redeemed = await client.get(f"{server.url}/{minted.json()['url']}")
+            assert redeemed.status_code == 503, redeemed.text
+            assert redeemed.headers["retry-after"] == "1"
+            assert "cannot be checked just now" in redeemed.json()["error"]["message"]
+    finally:
+        server.stop()

@@ -22,7 +22,8 @@ from streamfn.auth import keys
 from streamfn.auth.keys import KeyStore
 from streamfn.auth.stores import DynamoDBKeyStore, PostgresKeyStore, SqliteKeyStore
 from streamfn.auth.stream_tokens import Claims, RedisClaims, StreamTokens, TokenError
-from streamfn.postgres import DatabaseUnavailable, database
+from streamfn.errors import StoreUnavailable
+from streamfn.postgres import database
 from streamfn.settings import Settings
 
 if TYPE_CHECKING:
@@ -219,8 +220,8 @@ class AuthMiddleware:
                 response = self.render(scope["path"], 401, "unauthorized", exc.message, CHALLENGE)
                 await response(scope, receive, send)
                 return
-            except DatabaseUnavailable as exc:
-                logger.error("keys cannot be checked: %s", exc)
+            except StoreUnavailable as exc:  # the database, or Redis's claims
+                logger.error("credentials cannot be checked: %s", exc)
                 message = "credentials cannot be checked just now: try again shortly"
                 response = self.render(
                     scope["path"], 503, "unavailable", message, {"Retry-After": "1"}

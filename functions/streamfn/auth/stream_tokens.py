@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from streamfn.auth.keys import KeyStore
+from streamfn.errors import StoreUnavailable
 
 LIFETIME_S = 60
 SECRET_NAME = "stream-token"
@@ -83,7 +84,7 @@ class RedisClaims:
             )
         except (RedisError, OSError) as exc:
             # Not let through unrecorded: a token could then be redeemed twice.
-            raise TokenError(
+            raise StoreUnavailable(
                 f"stream tokens cannot be redeemed just now (Redis at {self._where}: "
                 f"{type(exc).__name__})"
             ) from exc
