@@ -420,20 +420,35 @@ def create_app(
 
     @app.get("/v1/models", tags=["OpenAI API"], responses=refusals(401, 403, openai=True))
     async def openai_models() -> dict[str, Any]:
-        """The configured providers' default models, as `provider/model` ids."""
+        """The configured providers' default models, as `provider/model` ids: a list both
+        OpenAI's SDKs and Anthropic's read (`models.list()`), each entry with both APIs'
+        fields."""
+        ids = [
+            (s.name, f"{s.name}/{model}")
+            for s in registry.specs
+            for model in (s.models or (s.default_model,))
+            if pipeline.allows(s.name, model)
+        ]
         return {
             "object": "list",
             "data": [
                 {
-                    "id": f"{s.name}/{model}",
+                    "id": id,
                     "object": "model",
                     "created": 0,
-                    "owned_by": s.name,
+                    "owned_by": provider,
+                    # Anthropic's ModelInfo (the anthropic SDK's types/model_info.py).
+                    "type": "model",
+                    "display_name": id,
+                    "created_at": "1970-01-01T00:00:00Z",
+                    "lifecycle": "active",
                 }
-                for s in registry.specs
-                for model in (s.models or (s.default_model,))
-                if pipeline.allows(s.name, model)
+                for provider, id in ids
             ],
+            # Anthropic's page of a list.
+            "has_more": False,
+            "first_id": ids[0][1] if ids else None,
+            "last_id": ids[-1][1] if ids else None,
         }
 
     @app.post(

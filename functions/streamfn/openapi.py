@@ -56,7 +56,9 @@ _ANTHROPIC_ERROR = {
 
 # One event of a stream, as schemathesis and OpenAPI 3.2's `itemSchema` read `text/event-stream`
 # (WHATWG HTML, "event stream interpretation"): an unnamed event is a `message`.
-def _event(names: Sequence[str]) -> dict[str, Any]:
+def _event(names: Sequence[str], *, keepalive_events: bool = False) -> dict[str, Any]:
+    """`keepalive_events`: the stream's keepalives are events (Anthropic's `ping`), which carry
+    no id; every other event does."""
     return {
         "type": "object",
         "properties": {
@@ -65,7 +67,7 @@ def _event(names: Sequence[str]) -> dict[str, Any]:
             "id": {"type": "string", "description": "`<stream id>:<n>`, n counting from 1"},
             "retry": {"type": "integer", "minimum": 0},
         },
-        "required": ["event", "data", "id"],
+        "required": ["event", "data"] if keepalive_events else ["event", "data", "id"],
     }
 
 
@@ -170,12 +172,10 @@ def responses(
     """The `responses` of a chat route: 200 as a stream of `events` (and JSON when
     `json_too`), and every error status it can answer before the stream begins (`body`: those
     of a request with a body too). Once it has begun, failures are in-band events."""
+    event = _event(events, keepalive_events=anthropic)
     ok: dict[str, Any] = {
         # `schema` the whole stream, `itemSchema` each event, as OpenAPI 3.2 has it.
-        "text/event-stream": {
-            "schema": {"type": "array", "items": _event(events)},
-            "itemSchema": _event(events),
-        }
+        "text/event-stream": {"schema": {"type": "array", "items": event}, "itemSchema": event}
     }
     if json_too:
         ok["application/json"] = {"schema": {"type": "object"}}

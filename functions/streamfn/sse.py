@@ -178,13 +178,22 @@ def event_stream(
     keepalive_s: float,
     write_timeout_s: float | None = None,
     headers: Mapping[str, str] | None = None,
+    keepalive: Event | None = None,
 ) -> EventSourceResponse:
-    """A streaming response that frames `stream`'s numbered `events` as they are produced."""
+    """A streaming response that frames `stream`'s numbered `events` as they are produced,
+    with a `keepalive` event (unnumbered; by default a comment) every `keepalive_s`."""
+    ping = _keepalive
+    if keepalive is not None:
+        name, data = keepalive.name, keepalive.data
+
+        def ping() -> ServerSentEvent:
+            return ServerSentEvent(data=data, event=name, sep="\n")
+
     return _Stream(
         _framed(events, stream, retry_ms),
         headers={**HEADERS, **(headers or {})},
         ping=keepalive_s,
-        ping_message_factory=_keepalive,
+        ping_message_factory=ping,
         sep="\n",
         send_timeout=write_timeout_s,
     )

@@ -150,6 +150,7 @@ async def stream_response(
         keepalive_s=keepalive_s,
         write_timeout_s=write_timeout_s,
         headers=dialect.stream_headers,
+        keepalive=dialect.keepalive,
     )
     return Attached(response, producer, origin=True)
 

@@ -277,6 +277,45 @@ async def test_what_claude_code_sends_gets_a_stream(
     assert bodies[-1] == {"type": "message_stop"}
 
 
+async def test_keepalives_are_ping_events_as_anthropic_sends_them(
+    serve: Serve, client: httpx.AsyncClient, sync_client: Sync
+) -> None:
+    steps = (TextDelta("slow"), 0.5, TextDelta(" answer"), Finish("stop", Usage(1, 2)))
+    url = serve(scripted_app(*steps, keepalive_s=0.1))
+    response, events = await raw(client, url, {"messages": user("hi")})
+    assert response.status_code == 200
+    names = [e.event for e in events]
+    between = names[names.index("content_block_delta") + 1 : -3]
+    assert between.count("ping") >= 3, names
+    assert {json.loads(e.data)["type"] for e in events if e.event == "ping"} == {"ping"}
+    with sync_client(url).messages.stream(model="echo", max_tokens=9, messages=user("hi")) as s:
+        assert s.get_final_text() == "slow answer"
+
+
+async def test_the_routes_are_documented_in_anthropics_shapes(
+    serve: Serve, client: httpx.AsyncClient
+) -> None:
+    paths = (await client.get(f"{serve(echo_app())}/openapi.json")).json()["paths"]
+    messages = paths["/v1/messages"]["post"]["responses"]
+    assert {"200", "401", "403", "404", "413", "415", "429", "500", "504", "529"} <= set(messages)
+    assert "502" not in messages  # Anthropic's API has none: a provider's failure is a 500
+    stream = messages["200"]["content"]["text/event-stream"]["itemSchema"]
+    assert set(stream["properties"]["event"]["enum"]) == {
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "ping",
+        "error",
+    }
+    error = messages["529"]["content"]["application/json"]["schema"]
+    assert error["required"] == ["type", "error"]
+    counting = paths["/v1/messages/count_tokens"]["post"]["responses"]
+    assert {"200", "401", "403", "404", "413", "415", "429", "529"} <= set(counting)
+
+
 async def test_head_of_the_root_answers(serve: Serve, client: httpx.AsyncClient) -> None:
     """Claude Code checks its base URL with HEAD / first."""
     response = await client.head(f"{serve(echo_app())}/")
@@ -441,6 +480,37 @@ def test_a_tool_round_trip_with_the_sdk(serve: Serve, sync_client: Sync) -> None
     assert answer.content[0].type == "text"
     assert answer.content[0].text == "get_weather returned 18C"
     assert answer.stop_reason == "end_turn"
+
+
+def test_a_tool_result_of_blocks_claude_codes_tool_search_included(
+    serve: Serve, sync_client: Sync
+) -> None:
+    """A result's text blocks are its text; a `tool_reference` (Claude Code's ToolSearch
+    loading a deferred tool) says the tool is there, as every tool is for other providers."""
+    client = sync_client(serve(echo_app()))
+    call = {"type": "tool_use", "id": "toolu_1", "name": "ToolSearch", "input": {"q": "x"}}
+    result = {
+        "type": "tool_result",
+        "tool_use_id": "toolu_1",
+        "content": [
+            {"type": "text", "text": "found:"},
+            {"type": "tool_reference", "tool_name": "mcp__db__query"},
+        ],
+    }
+    search = {**WEATHER, "name": "ToolSearch"}
+    deferred = {**WEATHER, "name": "mcp__db__query", "defer_loading": True}
+    answer = client.messages.create(
+        model="echo",
+        max_tokens=100,
+        tools=[search, deferred],  # type: ignore[list-item]
+        messages=[
+            *user("find the db tool"),
+            {"role": "assistant", "content": [call]},  # type: ignore[list-item]
+            {"role": "user", "content": [result]},  # type: ignore[list-item]
+        ],
+    )
+    assert answer.content[0].type == "text"
+    assert answer.content[0].text == "ToolSearch returned found:\n[tool available: mcp__db__query]"
 
 
 async def test_parallel_calls_interleaved_become_sequential_blocks_streamed_as_they_come(
@@ -615,6 +685,14 @@ def test_count_tokens_is_an_estimate_marked_as_one_where_no_provider_counts(
 
 
 # --- routing -------------------------------------------------------------------------------
+
+
+def test_the_sdks_models_list(serve: Serve, sync_client: Sync) -> None:
+    models = list(sync_client(serve(echo_app())).models.list())
+    assert [(m.id, m.type, m.display_name) for m in models] == [
+        ("echo/echo", "model", "echo/echo"),
+        ("ollama/llama3.2", "model", "ollama/llama3.2"),
+    ]
 
 
 def test_model_aliases_route_the_names_a_client_insists_on(serve: Serve, sync_client: Sync) -> None:

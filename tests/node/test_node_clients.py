@@ -1,6 +1,7 @@
 """Client libraries tested as themselves, in Node, against a real server: the `ai` package at
-each major version, the openai npm SDK, @ai-sdk/openai-compatible, the `eventsource` package, and
-streamfn's own JavaScript client. Each script asserts with node:assert and prints one JSON line.
+each major version, the openai and @anthropic-ai/sdk npm SDKs, @ai-sdk/openai-compatible and
+@ai-sdk/anthropic, the `eventsource` package, and streamfn's own JavaScript client. Each script
+asserts with node:assert and prints one JSON line. (Claude Code: test_claude_code.py.)
 """
 
 from __future__ import annotations
@@ -71,6 +72,22 @@ def test_openai_npm_sdk(serve: Serve) -> None:
     broken = scripted(TextDelta("partial"), StreamError("upstream_unavailable", "it broke", True))
     result = node("openai_sdk.mjs", serve(echo_app()), limited, broken)
     assert "echo/echo" in result["models"]
+
+
+def test_anthropic_npm_sdk(serve: Serve) -> None:
+    def scripted(*steps: Any) -> str:
+        return serve(create_app(Settings(usage_records=False), providers=[spec(Scripted(*steps))]))
+
+    limited = scripted(StreamError("rate_limit", "slow down", True, 3))
+    overloaded = scripted(StreamError("overloaded", "busy", True))
+    broken = scripted(TextDelta("partial"), StreamError("upstream_unavailable", "it broke", True))
+    result = node("anthropic_sdk.mjs", serve(echo_app()), limited, overloaded, broken)
+    assert result == {"ok": True, "tool": "get_weather", "signature": "echo."}
+
+
+def test_ai_sdk_anthropic_provider_with_stream_text(serve: Serve) -> None:
+    """@ai-sdk/anthropic, pointed at streamfn's /v1: text, thinking, a two-step tool loop."""
+    assert node("aisdk_anthropic.mjs", serve(echo_app()))["ok"] is True
 
 
 def test_ai_sdk_openai_compatible_provider_with_stream_text(serve: Serve) -> None:

@@ -31,9 +31,12 @@ def dumps(value: object) -> str:
 
 
 class Dialect(Protocol):
-    """A client protocol's shapes: its error responses and the headers of its streams."""
+    """A client protocol's shapes: its error responses, the headers of its streams, and their
+    keepalive (None: an SSE comment, which every protocol's clients skip; Anthropic's streams
+    send `ping` events)."""
 
     stream_headers: Mapping[str, str]
+    keepalive: Event | None
 
     def error(
         self,

@@ -353,6 +353,7 @@ class AISDKDialect(NativeDialect):
     text as the message, which then names the type and the field."""
 
     stream_headers: Mapping[str, str] = HEADERS
+    keepalive: Event | None = None
 
 
 DIALECT = AISDKDialect()

@@ -290,6 +290,7 @@ class AnthropicDialect:
     (BadRequestError, AuthenticationError, RateLimitError, OverloadedError, ...)."""
 
     stream_headers: Mapping[str, str] = {}
+    keepalive: Event | None = PING  # as Anthropic keeps its streams alive
 
     def error(
         self,

@@ -260,6 +260,9 @@ def _tool_result(
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
+            elif kind == "tool_reference" and isinstance(part.get("tool_name"), str):
+                # Claude Code's ToolSearch loads a deferred tool so; every tool is loaded here.
+                texts.append(f"[tool available: {part['tool_name']}]")
             elif kind == "image":
                 image = _image(part.get("source"), f"{at}.content.{k}.source", limits, native)
                 if image is not None:

@@ -336,6 +336,7 @@ class NativeDialect:
     """Errors as `{"error": {"type", "message", "retryable", "param"?}}`."""
 
     stream_headers: Mapping[str, str] = {}
+    keepalive: Event | None = None
 
     def error(
         self,

@@ -193,6 +193,7 @@ class OpenAIDialect:
     raise their typed error for each status (BadRequestError, RateLimitError, ...)."""
 
     stream_headers: Mapping[str, str] = {}
+    keepalive: Event | None = None
 
     def error(
         self,
