@@ -32,6 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from streamfn.app import create_app
+from streamfn.providers.registry import builtin_specs
 from streamfn.settings import Settings
 
 EXAMPLES = int(os.environ.get("STREAMFN_FUZZ_EXAMPLES", "200"))
@@ -57,15 +58,19 @@ ACCEPTED = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 CHECKS_CONFIG = {"positive_data_acceptance": {"expected-statuses": ACCEPTED}}
 
 # "testserver" is the host Starlette's test client (schemathesis's ASGI transport) sends.
+open_settings = Settings(
+    auth="none",  # off by name: a server named for other hosts asks for keys by default
+    echo_delay_ms=0,
+    max_tokens_cap=8,  # every answer streamed, none of them long
+    usage_records=False,
+    keepalive_s=0,
+    allowed_hosts=["testserver"],
+)
+# Only the offline provider: what is fuzzed is streamfn, not whether an Ollama happens to run
+# here (`"provider": "ollama"` would be its 502, an upstream that is not there).
 open_app = create_app(
-    Settings(
-        auth="none",  # off by name: a server named for other hosts asks for keys by default
-        echo_delay_ms=0,
-        max_tokens_cap=8,  # every answer streamed, none of them long
-        usage_records=False,
-        keepalive_s=0,
-        allowed_hosts=["testserver"],
-    )
+    open_settings,
+    providers=[s for s in builtin_specs(open_settings) if s.name == "echo"],
 )
 schema = schemathesis.openapi.from_asgi(
     "/openapi.json", open_app, config=schemathesis.Config.from_dict({"checks": CHECKS_CONFIG})
