@@ -10,11 +10,7 @@ of a dead stream ends it too; and every request that reached the provider has a 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,45 +20,22 @@ import httpx
 from httpx_sse import EventSource
 
 from streamfn.resume import LEASE_S
-from tests.waiting import free_port, wait_for, wait_for_port
+from tests.processes import ServerProcess
+from tests.waiting import wait_for
 
-ROOT = Path(__file__).parents[2]
 STREAMS = 8
 WORDS = 400  # at 20 ms a word: 8 s a stream, far longer than the test waits before the kill
 
 
-class Server:
+def server_on(data: Path) -> ServerProcess:
     """local/serve.py in a child process, on `data`'s files."""
-
-    def __init__(self, data: Path) -> None:
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFN_")}
-        env |= {
-            "PORT": str(self.port),
+    return ServerProcess(
+        {
             "STREAMFN_ECHO_DELAY_MS": "20",
             "STREAMFN_STREAMS_DB": str(data / "streams.sqlite3"),
             "STREAMFN_USAGE_DB": str(data / "usage.sqlite3"),
         }
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "local" / "serve.py")],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, "the server", self.alive)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def alive(self) -> None:
-        assert self.process.poll() is None, f"the server exited with {self.process.returncode}"
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+    )
 
 
 def prompt() -> dict[str, Any]:
@@ -86,7 +59,7 @@ def usage_rows(db: Path) -> dict[str, dict[str, Any]]:
 
 def test_after_kill_9_resumes_end_interrupted_and_no_usage_record_is_lost(tmp_path: Path) -> None:
     data = tmp_path
-    first = Server(data)
+    first = server_on(data)
     ids = [f"crash-{uuid.uuid4().hex}" for _ in range(STREAMS)]
     seen: dict[str, list[Any]] = {}
     clients = [httpx.Client(timeout=10) for _ in ids]
@@ -104,7 +77,7 @@ def test_after_kill_9_resumes_end_interrupted_and_no_usage_record_is_lost(tmp_pa
         for client in clients:
             client.close()
 
-    second = Server(data)
+    second = server_on(data)
     try:
         with httpx.Client(timeout=30) as client:
             # The first half resume; the other half nobody comes back for.
