@@ -145,8 +145,9 @@ class Database:
             self._migrated = True
         return pool
 
-    async def execute(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """`sql`'s rows (none for a statement without); `DatabaseUnavailable` on failure."""
+    async def _run(self, sql: str, args: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], int]:
+        """`sql`'s rows (none for a statement without) and how many rows it changed;
+        `DatabaseUnavailable` on failure."""
         import psycopg
         from psycopg_pool import PoolTimeout
 
@@ -154,22 +155,18 @@ class Database:
             pool = await self.pool()
             async with pool.connection() as connection:
                 cursor = await connection.execute(sql, args)
-                return await cursor.fetchall() if cursor.description else []
+                rows = await cursor.fetchall() if cursor.description else []
+                return rows, int(cursor.rowcount)
         except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
             raise DatabaseUnavailable(f"PostgreSQL at {self.where}: {type(exc).__name__}") from exc
+
+    async def execute(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """`sql`'s rows (none for a statement without); `DatabaseUnavailable` on failure."""
+        return (await self._run(sql, args))[0]
 
     async def rowcount(self, sql: str, args: tuple[Any, ...] = ()) -> int:
         """How many rows `sql` changed."""
-        import psycopg
-        from psycopg_pool import PoolTimeout
-
-        try:
-            pool = await self.pool()
-            async with pool.connection() as connection:
-                cursor = await connection.execute(sql, args)
-                return int(cursor.rowcount)
-        except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
-            raise DatabaseUnavailable(f"PostgreSQL at {self.where}: {type(exc).__name__}") from exc
+        return (await self._run(sql, args))[1]
 
     def connect_sync(self) -> psycopg.Connection[Any]:
         """A synchronous connection, the schema migrated (for the `streamfn` command)."""
