@@ -42,9 +42,11 @@ class Observed:
     closed: threading.Event = field(default_factory=threading.Event)
     closed_at: float | None = None
     provider_closed: bool = False
+    requests: list[ChatRequest] = field(default_factory=list)  # what each stream was asked
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         self.opened += 1
+        self.requests.append(request)
         try:
             async for chunk in self.inner.stream(request):
                 self.yielded += 1

@@ -35,8 +35,6 @@ from streamfn.errors import (
 )
 from streamfn.limits import BodySizeLimit
 from streamfn.openapi import (
-    ANTHROPIC_EVENTS,
-    ANTHROPIC_STATUSES,
     BODY,
     GATE,
     NATIVE_EVENTS,
@@ -49,15 +47,16 @@ from streamfn.openapi import (
 from streamfn.origins import CrossOrigin, Origins
 from streamfn.pipeline import Pipeline, Refused
 from streamfn.providers import ProviderRegistry, ProviderSpec
-from streamfn.providers.base import TokenCounter
 from streamfn.providers.registry import builtin_specs, default_provider, unreachable
-from streamfn.request import ChatRequest
 from streamfn.resume import STREAM_ID, LogUnavailable, open_log, position
 from streamfn.resume.http import Resumes
 from streamfn.resume.live import Streams
+from streamfn.routes import anthropic as anthropic_api
+from streamfn.routes import responses as responses_api
 from streamfn.settings import Settings
+from streamfn.stored import open_responses
 from streamfn.stores import open_store
-from streamfn.streaming import Completion, error_response
+from streamfn.streaming import Completion
 from streamfn.usage import UsageStore
 
 logger = logging.getLogger(__name__)
@@ -154,6 +153,9 @@ def create_app(
         prompt_end=settings.lambda_mode(),
         on_interrupted=accountant.interrupted,
     )
+    kept = responses_api.StoredResponses(
+        open_responses(settings, ttl_s=settings.responses_ttl_s), settings.responses_ttl_s
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -164,6 +166,8 @@ def create_app(
             anyio.Event()
             await registry.prepare()
             await streams.prepare()
+            if kept.store is not None:
+                await kept.store.prepare()
             await _prepare_database(settings)
             yield
         finally:
@@ -172,6 +176,8 @@ def create_app(
             finally:
                 try:
                     await streams.aclose()
+                    if kept.store is not None:
+                        await kept.store.aclose()
                     await accountant.aclose()
                 finally:
                     await gate.aclose()
@@ -182,8 +188,8 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Stream LLM responses token by token over Server-Sent Events: streamfn's "
-        "own events, OpenAI's Chat Completions API, Anthropic's Messages API, and the Vercel AI "
-        "SDK's UI message stream.",
+        "own events, OpenAI's Chat Completions and Responses APIs, Anthropic's Messages API, and "
+        "the Vercel AI SDK's UI message stream.",
     )
     abortable(app)
     app.state.settings = settings
@@ -202,7 +208,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["content-type", "authorization", "x-api-key", "last-event-id"],
             expose_headers=["x-request-id", "x-streamfn-served-by", "x-stream-id"],
         )
@@ -210,6 +216,8 @@ def create_app(
     pipeline = Pipeline(settings, registry, accountant, streams)
 
     resumes = Resumes(streams, settings)
+    anthropic_api.add_routes(app, pipeline)
+    responses_api.add_routes(app, pipeline, kept)
 
     async def native_chat(body: ChatBody, request: Request) -> Response:
         try:
@@ -332,91 +340,6 @@ def create_app(
         return await pipeline.complete(
             request, spec, chat, dialect=openai.DIALECT, render=render, fallbacks=fallbacks
         )
-
-    def anthropic_chat(
-        body: anthropic.CountBody, request: Request
-    ) -> tuple[ProviderSpec, ChatRequest]:
-        """A Messages body's provider and request; `Refused` in Anthropic's shape."""
-        spec, model = pipeline.route(body.model)
-        capabilities = spec.capabilities
-        # The Anthropic provider is sent the body itself (providers.anthropic_native).
-        headers = {k: v for k, v in request.headers.items() if k in anthropic.FORWARDED_HEADERS}
-        beta = request.query_params.get("beta")
-        chat = pipeline.admit(
-            spec,
-            lambda limits: body.to_request(
-                model=model,
-                limits=limits,
-                native=spec.name == "anthropic",
-                headers=headers,
-                query={"beta": beta} if beta is not None else {},
-                budgets=capabilities.reasoning_budget,
-                efforts=capabilities.efforts,
-            ),
-        )
-        return spec, chat
-
-    @app.post(
-        "/v1/messages",
-        response_class=Response,
-        responses=responses(events=ANTHROPIC_EVENTS, anthropic=True, json_too=True),
-        tags=["Anthropic API"],
-    )
-    async def anthropic_messages(body: anthropic.MessagesBody, request: Request) -> Response:
-        """Anthropic's Messages API, streaming or not, over any provider. `model` as on
-        `/v1/chat/completions` (`provider/model`, an alias, `claude-*` to Anthropic); from
-        Anthropic the body is passed on as it came, `anthropic-beta` and all."""
-        try:
-            spec, chat = anthropic_chat(body, request)
-        except Refused as exc:
-            return exc.response(anthropic.DIALECT)
-        id = f"msg_{request_id(request)}"
-        if body.stream:
-            encode = anthropic.MessageEncoder(
-                id=id, model=body.model, input_tokens=anthropic.estimate_input_tokens(chat)
-            )
-            return await pipeline.stream(
-                request, spec, chat, dialect=anthropic.DIALECT, encode=encode
-            )
-
-        def render(result: Completion) -> Response:
-            return JSONResponse(anthropic.message(result, id=id, model=body.model))
-
-        return await pipeline.complete(
-            request, spec, chat, dialect=anthropic.DIALECT, render=render
-        )
-
-    @app.post(
-        "/v1/messages/count_tokens",
-        tags=["Anthropic API"],
-        responses={
-            200: {
-                "description": "The input's tokens: Anthropic's count from Anthropic, an "
-                "estimate (`estimated: true`) from any other provider",
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            },
-            **refusals(*GATE, *BODY, 429, 503, 504, *ANTHROPIC_STATUSES, anthropic=True),
-        },
-    )
-    async def anthropic_count_tokens(body: anthropic.CountBody, request: Request) -> Response:
-        """The tokens of a Messages request's input: Anthropic's own count from Anthropic
-        (its count_tokens); from any other provider an estimate, marked `"estimated": true`
-        (four characters a token, 1,600 an image)."""
-        try:
-            spec, chat = anthropic_chat(body, request)
-            if not pipeline._key_allows(request, spec.name, chat.model):
-                model = f"{spec.name}/{chat.model}"
-                raise Refused(403, "forbidden", f"this API key may not use {model}", "model")
-        except Refused as exc:
-            return exc.response(anthropic.DIALECT)
-        provider = registry.get(spec.name)
-        if not isinstance(provider, TokenCounter):
-            estimate = anthropic.estimate_input_tokens(chat)
-            return JSONResponse({"input_tokens": estimate, "estimated": True})
-        counted = await provider.count_tokens(chat)
-        if isinstance(counted, int):
-            return JSONResponse({"input_tokens": counted})
-        return error_response(anthropic.DIALECT, counted)
 
     @app.get("/v1/models", tags=["OpenAI API"], responses=refusals(401, 403, openai=True))
     async def openai_models() -> dict[str, Any]:

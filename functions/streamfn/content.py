@@ -11,7 +11,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast, get_args
 
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
 
@@ -169,6 +169,7 @@ class NamedTool:
 ToolChoice: TypeAlias = Literal["auto", "none", "required"] | NamedTool
 
 Effort: TypeAlias = Literal["minimal", "low", "medium", "high", "xhigh", "max"]
+EFFORTS: tuple[str, ...] = get_args(Effort)  # from least to most
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +178,23 @@ class ReasoningOption:
 
     effort: Effort | None = None
     budget_tokens: int | None = None
+
+    def fit(self, budgets: bool, efforts: frozenset[str]) -> ReasoningOption:
+        """This option as a provider that takes only `efforts` (and budgets, if `budgets`) can
+        take it: a budget as the effort it is closest to, an effort as the nearest lower one it
+        has (else its least), so that a client protocol's reasoning reaches any provider."""
+        effort = self.effort
+        if self.budget_tokens is not None:
+            if budgets:
+                return self
+            budget = self.budget_tokens
+            effort = "low" if budget <= 2048 else "medium" if budget <= 8192 else "high"
+        if effort is None or effort in efforts or not efforts:
+            return ReasoningOption(effort=effort) if effort else self
+        rank = EFFORTS.index(effort)
+        lower = [e for e in EFFORTS[:rank] if e in efforts]
+        nearest = lower[-1] if lower else next(e for e in EFFORTS if e in efforts)
+        return ReasoningOption(effort=cast("Effort", nearest))
 
 
 def image_from_url(url: str, *, param: str, max_bytes: int) -> Image:

@@ -96,6 +96,27 @@ ANTHROPIC_EVENTS = (
     "ping",
     "error",
 )
+# The Responses API's events (streamfn.dialects.responses): each `event:` line is its type.
+RESPONSES_EVENTS = (
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.reasoning_summary_part.added",
+    "response.reasoning_summary_text.delta",
+    "response.reasoning_summary_text.done",
+    "response.reasoning_summary_part.done",
+    "response.function_call_arguments.delta",
+    "response.function_call_arguments.done",
+    "response.output_item.done",
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+    "error",
+)
 # What Anthropic's statuses mean on the Messages routes (streamfn.dialects.anthropic).
 ANTHROPIC_WHY = {
     404: "No provider has the model (not_found_error)",

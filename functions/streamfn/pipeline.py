@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from fnmatch import fnmatchcase
 
@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from streamfn.accounting import Accountant, Accounted, identity, owner, request_id
-from streamfn.chunks import StreamChunk, Usage
+from streamfn.chunks import Finish, StreamChunk, StreamError, Usage
 from streamfn.content import InvalidContent
 from streamfn.dialects import Dialect, Encode
 from streamfn.guard import Bounds, guard
@@ -35,6 +35,22 @@ from streamfn.streaming import Completion, complete_response, stream_response
 from streamfn.usage import Tally
 
 logger = logging.getLogger("streamfn")
+
+Ending = Callable[[Finish | StreamError], Awaitable[None]]
+"""What a route does with a stream's final chunk before it is passed on (and so before its
+client can see the end): the Responses API stores the response there."""
+
+
+async def _ending(
+    chunks: AsyncGenerator[StreamChunk, None], before_end: Ending
+) -> AsyncGenerator[StreamChunk, None]:
+    try:
+        async for chunk in chunks:
+            if isinstance(chunk, Finish | StreamError):
+                await before_end(chunk)
+            yield chunk
+    finally:
+        await chunks.aclose()
 
 
 class Refused(Exception):
@@ -154,7 +170,7 @@ class Pipeline:
         return chat
 
     @staticmethod
-    def _key_allows(request: Request, provider: str, model: str) -> bool:
+    def key_allows(request: Request, provider: str, model: str) -> bool:
         """Whether the caller's API key may use `provider/model` (`keys create --models`);
         a key without such a list, or no key, may use any."""
         admitted = request.scope.get("streamfn.identity")
@@ -164,7 +180,7 @@ class Pipeline:
     async def _lease(self, request: Request, tally: Tally) -> None:
         """Hold the caller's limits for this request; `Refused` with a 429 when one is reached,
         and with a 403 for a model a key is not allowed."""
-        if not self._key_allows(request, tally.provider, tally.request.model):
+        if not self.key_allows(request, tally.provider, tally.request.model):
             model = f"{tally.provider}/{tally.request.model}"
             raise Refused(403, "forbidden", f"this API key may not use {model}", "model")
         admitted = request.scope.get("streamfn.identity")
@@ -203,14 +219,19 @@ class Pipeline:
             except (Refused, InvalidContent) as exc:
                 logger.info("fallback %s skipped: %s", name, exc.message)
                 continue
-            if not self._key_allows(request, other.name, model):
+            if not self.key_allows(request, other.name, model):
                 logger.info("fallback %s skipped: the caller's key may not use it", name)
                 continue
             out.append((other, moved))
         return out
 
     async def _start(
-        self, request: Request, spec: ProviderSpec, chat: ChatRequest, fallbacks: Sequence[str]
+        self,
+        request: Request,
+        spec: ProviderSpec,
+        chat: ChatRequest,
+        fallbacks: Sequence[str],
+        before_end: Ending | None = None,
     ) -> tuple[Tally, AsyncGenerator[StreamChunk, None]]:
         tally = Tally(
             request_id(request),
@@ -247,7 +268,8 @@ class Pipeline:
             served,
         )
         self.accountant.open(tally)
-        return tally, tally.observe(chunks)
+        observed = tally.observe(chunks)
+        return tally, observed if before_end is None else _ending(observed, before_end)
 
     async def stream(
         self,
@@ -260,13 +282,16 @@ class Pipeline:
         fallbacks: Sequence[str] = (),
         stream_id: str | None = None,
         chat_id: str | None = None,
+        before_end: Ending | None = None,
     ) -> Response:
         """`chat`'s answer from `spec`'s provider (or a fallback's), streamed as `encode`'s
         events: resumable by its caller as stream `stream_id` (by default the request's id),
-        and as the AI SDK chat `chat_id`'s latest."""
+        and as the AI SDK chat `chat_id`'s latest. `before_end` is awaited with the final
+        chunk before `encode` sees it (a producer encodes each chunk before it asks for the
+        next, so `encode` has seen every earlier one)."""
         try:
             await self._unused(stream_id)
-            tally, chunks = await self._start(request, spec, chat, fallbacks)
+            tally, chunks = await self._start(request, spec, chat, fallbacks, before_end)
         except Refused as exc:
             return exc.response(dialect)
         head = self._head(request, stream_id, chat_id, tally)

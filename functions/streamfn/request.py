@@ -66,13 +66,14 @@ def _strings(request: ChatRequest) -> Iterator[tuple[str, str]]:
 @dataclass(frozen=True, slots=True)
 class NativeBody:
     """A client's request in its own protocol, kept beside its translation for a provider
-    that speaks that protocol (Anthropic's Messages API, to the Anthropic provider), which sends
+    that speaks that protocol (Anthropic's Messages API, to the Anthropic provider; OpenAI's
+    Responses API, to an OpenAI-compatible provider that serves it), which sends
     it on as it came, with the resolved model and max_tokens: so what `ChatRequest` does not
     model (cache_control, metadata, betas, fields newer than streamfn) still reaches the model.
     Every other provider, and every check, reads the translation. `headers` and `query` are the
     protocol's own ones to forward (`anthropic-beta`, `anthropic-version`, `?beta=true`)."""
 
-    protocol: Literal["anthropic"]
+    protocol: Literal["anthropic", "responses"]
     body: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
     query: Mapping[str, str] = field(default_factory=dict)

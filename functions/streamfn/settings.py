@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     resume_ttl_s: int = Field(
         default=3600, ge=60, description="How long a stream's events are kept for resuming."
     )
+    responses_ttl_s: int = Field(
+        default=30 * 86400,
+        ge=60,
+        description="How long the Responses API keeps a stored response (`store: true`) for "
+        "GET /v1/responses/{id} and `previous_response_id`: OpenAI's 30 days by default.",
+    )
     resume_max_bytes: int = Field(
         default=512 << 20,
         ge=1 << 20,

@@ -13,21 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cli_sandbox import OfflineServer, offline_servers
 from tests.keys import create_key
-from tests.waiting import free_port
 
 HERE = Path(__file__).parent
-ROOT = HERE.parents[1]
 CLAUDE = HERE / "node_modules" / "@anthropic-ai" / "claude-code" / "bin" / "claude.exe"
 
 if not CLAUDE.exists() or CLAUDE.stat().st_size < 1 << 20:  # the stub before its postinstall
@@ -44,92 +40,11 @@ OFFLINE = {
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
 }
 
-# Brings up loopback in a new network namespace (which starts with it down), then runs the
-# server: what `ip link set lo up` does, without needing iproute2.
-_LOOPBACK_UP = """
-import fcntl, runpy, socket, struct, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-flags = struct.unpack("16sh", fcntl.ioctl(s, 0x8913, struct.pack("16sh", b"lo", 0)))[1]
-fcntl.ioctl(s, 0x8914, struct.pack("16sh", b"lo", flags | 1))
-sys.argv = [sys.argv[1]]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
-def _namespaces() -> bool:
-    """Whether this process may make network namespaces (root may)."""
-    unshare = shutil.which("unshare")
-    if unshare is None or shutil.which("nsenter") is None:
-        return False
-    return subprocess.run([unshare, "--net", "true"], capture_output=True).returncode == 0
-
-
-ISOLATED = _namespaces()
-
-
-class OfflineServer:
-    """local/serve.py, in a network namespace with loopback only when it can be made (else on
-    this machine's loopback, Claude Code kept off the network by OFFLINE alone)."""
-
-    def __init__(self, directory: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.log = directory / "server.log"
-        base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFN_")}
-        serve = str(ROOT / "local" / "serve.py")
-        command = [sys.executable, serve]
-        if ISOLATED:
-            command = ["unshare", "--net", "--", sys.executable, "-c", _LOOPBACK_UP, serve]
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                env={**base, **env, "PORT": str(self.port)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while b"Uvicorn running on" not in self.log.read_bytes():
-            assert self.process.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def run(self, command: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
-        """`command`, in the server's network namespace when it has one of its own."""
-        if ISOLATED:
-            command = ["nsenter", f"--net=/proc/{self.process.pid}/ns/net", "--", *command]
-        return subprocess.run(command, capture_output=True, text=True, check=False, **options)
-
-    def requests(self) -> list[str]:
-        """The access log's request lines: `POST /v1/messages?beta=true 200`."""
-        lines = self.log.read_text().splitlines()
-        return [
-            " ".join(line.split('"')[1].split()[:2]) + " " + line.split('"')[2].split()[0]
-            for line in lines
-            if line.startswith("INFO:") and ' HTTP/1.1" ' in line
-        ]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-
 
 @pytest.fixture
 def offline_server(tmp_path: Path) -> Iterator[Callable[..., OfflineServer]]:
-    servers: list[OfflineServer] = []
-
-    def start(**env: str) -> OfflineServer:
-        settings = {
-            "STREAMFN_ECHO_DELAY_MS": "1",
-            "STREAMFN_USAGE_RECORDS": "false",
-            "STREAMFN_STREAMS_DB": str(tmp_path / "streams.sqlite3"),
-            **env,
-        }
-        servers.append(OfflineServer(tmp_path, settings))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.stop()
+    with offline_servers(tmp_path) as start:
+        yield start
 
 
 def claude(

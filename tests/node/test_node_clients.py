@@ -1,5 +1,6 @@
 """Client libraries tested as themselves, in Node, against a real server: the `ai` package at
-each major version, the openai and @anthropic-ai/sdk npm SDKs, @ai-sdk/openai-compatible and
+each major version, the openai and @anthropic-ai/sdk npm SDKs (the openai SDK's Responses API
+too), @ai-sdk/openai (which speaks the Responses API), @ai-sdk/openai-compatible and
 @ai-sdk/anthropic, the `eventsource` package, and streamfn's own JavaScript client. Each script
 asserts with node:assert and prints one JSON line. (Claude Code: test_claude_code.py.)
 """
@@ -88,6 +89,17 @@ def test_anthropic_npm_sdk(serve: Serve) -> None:
 def test_ai_sdk_anthropic_provider_with_stream_text(serve: Serve) -> None:
     """@ai-sdk/anthropic, pointed at streamfn's /v1: text, thinking, a two-step tool loop."""
     assert node("aisdk_anthropic.mjs", serve(echo_app()))["ok"] is True
+
+
+def test_openai_sdk_responses_api(serve: Serve) -> None:
+    """The openai npm SDK's responses.stream() and create(), a previous_response_id chain
+    through a tool round trip, retrieve and delete."""
+    assert node("openai_responses.mjs", serve(echo_app()))["chained"].endswith("18C")
+
+
+def test_ai_sdk_openai_provider_speaks_the_responses_api(serve: Serve) -> None:
+    """@ai-sdk/openai (the Responses API by default): text, reasoning, a two-step tool loop."""
+    assert node("aisdk_openai.mjs", serve(echo_app()))["ok"] is True
 
 
 def test_ai_sdk_openai_compatible_provider_with_stream_text(serve: Serve) -> None:

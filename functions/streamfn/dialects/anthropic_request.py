@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal, cast, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamfn.content import (
-    Effort,
+    EFFORTS,
     Image,
     InvalidContent,
     Message,
@@ -45,7 +45,6 @@ from streamfn.request import ChatRequest, Limits, NativeBody
 # Names and ids can reach a response header, a log key or an upstream URL: no control
 # characters (streamfn.controls).
 Name = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_CONTROLS)]
-EFFORTS: tuple[str, ...] = get_args(Effort)  # from least to most
 # The headers of a Messages request that are the protocol's own, forwarded to Anthropic.
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 
@@ -112,7 +111,7 @@ class CountBody(_Open):
             tools=tuple(tools),
             tool_choice=choice,
             parallel_tool_calls=parallel,
-            reasoning=_fit(reasoning, budgets, efforts),
+            reasoning=reasoning.fit(budgets, efforts) if reasoning else None,
             native=NativeBody("anthropic", self.model_dump(exclude_unset=True), kept, query),
         )
 
@@ -345,24 +344,3 @@ def _reasoning(
             raise InvalidContent("output_config.effort", f"effort is one of {', '.join(EFFORTS)}")
         return ReasoningOption(effort=effort)
     raise InvalidContent("thinking.type", "thinking.type is enabled, adaptive or disabled")
-
-
-def _fit(
-    option: ReasoningOption | None, budgets: bool, efforts: frozenset[str]
-) -> ReasoningOption | None:
-    """`option` as a provider that takes only `efforts` (and budgets, if `budgets`) can take
-    it: a budget as the effort it is closest to, an effort as the nearest it has."""
-    if option is None:
-        return None
-    effort = option.effort
-    if option.budget_tokens is not None:
-        if budgets:
-            return option
-        budget = option.budget_tokens
-        effort = "low" if budget <= 2048 else "medium" if budget <= 8192 else "high"
-    if effort is None or effort in efforts or not efforts:
-        return ReasoningOption(effort=effort) if effort else option
-    rank = EFFORTS.index(effort)
-    lower = [e for e in EFFORTS[:rank] if e in efforts]
-    nearest = lower[-1] if lower else next(e for e in EFFORTS if e in efforts)
-    return ReasoningOption(effort=cast("Effort", nearest))

@@ -144,6 +144,11 @@ class Blocks:
                     self._add(block, out, call=call)
         return out
 
+    @property
+    def idle(self) -> bool:
+        """Nothing is open or waiting: `finish` would add nothing."""
+        return self._open is None and not self._waiting
+
     def finish(self) -> list[BlockEvent]:
         """Close the open block and replay every waiting one, closed too."""
         out: list[BlockEvent] = []

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from streamfn.chunks import StreamChunk, StreamError
-from streamfn.content import Image, InvalidContent, NamedTool
+from streamfn.content import EFFORTS, Image, InvalidContent, NamedTool
 from streamfn.request import ChatRequest
 
-ALL_EFFORTS = frozenset({"minimal", "low", "medium", "high", "xhigh", "max"})
+ALL_EFFORTS = frozenset(EFFORTS)
 
 
 class Provider(Protocol):

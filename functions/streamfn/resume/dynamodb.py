@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from streamfn.resume import LEASE_S, Beat, Head, Page
+from streamfn.resume import LEASE_S, Beat, Head, LogUnavailable, Page
 from streamfn.resume.sqlite import events_json, events_of
 from streamfn.stores.dynamodb import LazyClient
 
@@ -33,10 +33,6 @@ _BATCH = 25  # BatchWriteItem's most items per call
 _KEYS = 100  # BatchGetItem's
 _ATTEMPTS = 5
 _LEASE, _READERS = -1, -2  # the `seq` of a stream's lease item and of its readers' item
-
-
-class LogUnavailable(Exception):
-    pass
 
 
 def _s(value: str) -> dict[str, str]:

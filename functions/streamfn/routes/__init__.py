@@ -1,0 +1,1 @@
+"""Routes of a client protocol, each module adding its own to the app (`add_routes`)."""
