@@ -202,6 +202,7 @@ def create_app(
         CrossOrigin, origins=Origins(settings.cors_origins), render=_refusal, protected=_spends
     )
     app.add_middleware(AllowedMethods, router=app.router, render=_refusal)
+    app.add_middleware(responses_api.NoWebSockets)
     if (hosts := settings.hosts()) is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     if settings.cors_origins:

@@ -23,6 +23,13 @@ class CompatibleProvider(BaseModel):
     api_key_env: str | None = None
     # OpenAI's own API wants max_completion_tokens; most compatible servers know max_tokens only.
     max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    responses: bool = Field(
+        default=False,
+        description="Whether the server serves the Responses API itself (`POST "
+        "<base_url>/responses`): requests to streamfn's /v1/responses are then passed through "
+        "to it as the client sent them; else (and every other protocol's, always) they are "
+        "translated to Chat Completions.",
+    )
 
 
 def in_lambda() -> bool:
@@ -227,6 +234,14 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
     openai_model: str = "gpt-4o-mini"
+    openai_responses: bool | None = Field(
+        default=None,
+        description="Whether the openai provider's server (OPENAI_BASE_URL) serves the "
+        "Responses API itself (`POST <base_url>/responses`): requests to streamfn's "
+        "/v1/responses are then passed through to it as the client sent them; else (and every "
+        "other protocol's, always) they are translated to Chat Completions. Default: true for "
+        "OpenAI's own API (no OPENAI_BASE_URL, or api.openai.com), false for other servers.",
+    )
     anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
     anthropic_base_url: str | None = Field(default=None, validation_alias="ANTHROPIC_BASE_URL")
     anthropic_model: str = "claude-haiku-4-5"

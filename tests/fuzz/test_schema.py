@@ -1,9 +1,9 @@
 """Schemathesis against the app's own OpenAPI schema: generated requests, valid and not, to every
 route, with auth off and on. No 5xx, every status the schema's, every media type declared.
 
-`make test` runs STREAMFN_FUZZ_EXAMPLES (default 200) per operation, a few thousand requests in
-all; `make fuzz` runs 5,000 per operation. With auth on, where the gate answers before the body
-is read, a quarter of that.
+`make test` runs STREAMFN_FUZZ_EXAMPLES (default 80) per operation, a quick slice of about two
+thousand requests in all; `make fuzz` runs 5,000 per operation. With auth on, where the gate
+answers before the body is read, a quarter of that.
 
 The checks include schemathesis's response conformance (every body of its documented schema,
 SSE events included) and its data checks: a body of the schema is not refused as malformed, a
@@ -35,7 +35,7 @@ from streamfn.app import create_app
 from streamfn.providers.registry import builtin_specs
 from streamfn.settings import Settings
 
-EXAMPLES = int(os.environ.get("STREAMFN_FUZZ_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("STREAMFN_FUZZ_EXAMPLES", "80"))
 # One operation is a few hundred requests, whose generation alone takes close to the suite's
 # 60 s on a loaded two-core machine (the AI SDK's parts, which take any JSON): a limit of their
 # own, in proportion to the examples (a marker overrides `make fuzz`'s --timeout).

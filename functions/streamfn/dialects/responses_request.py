@@ -120,15 +120,19 @@ class ResponsesBody(_Open):
         model: str,
         limits: Limits,
         items: list[Item],
+        native: bool = False,
         budgets: bool = True,
         efforts: frozenset[str] = frozenset(EFFORTS),
     ) -> ChatRequest:
         """The `ChatRequest` of `items`: the chain's context, then this input with its
-        references resolved (the route's `expand`). `budgets` and `efforts`: the reasoning
-        options the provider takes."""
-        self._refuse_what_cannot_be_honoured()
+        references resolved (the route's `expand`). `native`: the provider serves the
+        Responses API and is sent the body itself, so what cannot be translated is skipped in
+        the translation rather than refused. `budgets` and `efforts`: the reasoning options the
+        provider takes."""
+        if not native:
+            self._refuse_what_cannot_be_honoured()
         messages = [Message.of("system", self.instructions)] if self.instructions else []
-        messages += messages_of(items, limits)
+        messages += messages_of(items, limits, native)
         if not any(m.role != "system" for m in messages):
             raise InvalidContent("input", "input holds no message")
         effort = self.reasoning.effort if self.reasoning else None
@@ -139,8 +143,8 @@ class ResponsesBody(_Open):
             max_tokens=self.max_output_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
-            tools=tuple(self.function_tools()),
-            tool_choice=self._tool_choice(),
+            tools=tuple(self.function_tools(native)),
+            tool_choice=self._tool_choice(native),
             parallel_tool_calls=self.parallel_tool_calls,
             reasoning=reasoning.fit(budgets, efforts) if reasoning else None,
             native=NativeBody("responses", self.native_body(items)),
@@ -153,7 +157,7 @@ class ResponsesBody(_Open):
         body = self.model_dump(exclude_unset=True, exclude={"previous_response_id"})
         return {**body, "input": items, "store": False}
 
-    def function_tools(self) -> Iterator[Tool]:
+    def function_tools(self, native: bool = False) -> Iterator[Tool]:
         """The function tools, a namespace's included (Codex groups its tools so); hosted tools
         are left out."""
         for i, tool in enumerate(self.tools or ()):
@@ -167,14 +171,14 @@ class ResponsesBody(_Open):
                 for j, member in enumerate(members):
                     if isinstance(member, dict) and member.get("type", "function") == "function":
                         yield _function(member, f"tools.{i}.tools.{j}")
-            elif kind == "custom":
+            elif kind == "custom" and not native:
                 raise InvalidContent(
                     f"tools.{i}.type", "custom (free-form) tools are not supported"
                 )
             elif not isinstance(kind, str):
                 raise InvalidContent(f"tools.{i}.type", "a tool needs a type")
 
-    def _tool_choice(self) -> ToolChoice | None:
+    def _tool_choice(self, native: bool) -> ToolChoice | None:
         choice = self.tool_choice
         if choice is None or choice in ("auto", "none", "required"):
             return choice  # type: ignore[return-value]
@@ -186,6 +190,8 @@ class ResponsesBody(_Open):
         if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
             mode = choice.get("mode", "auto")
             return "required" if mode == "required" else "auto"
+        if native:
+            return None  # a hosted tool's: the provider's to honour
         raise InvalidContent(
             "tool_choice",
             "tool_choice is auto, none, required or a function: hosted tools are OpenAI's own",
@@ -218,9 +224,10 @@ def _function(tool: Item, at: str) -> Tool:
     return Tool(name, description if isinstance(description, str) else None, parameters)
 
 
-def messages_of(items: list[Item], limits: Limits) -> list[Message]:
+def messages_of(items: list[Item], limits: Limits, native: bool = False) -> list[Message]:
     """`items` as messages: an assistant turn's items (reasoning, its message, its calls) one
-    assistant message, each call's output a tool message."""
+    assistant message, each call's output a tool message. `native`: items of other types (a
+    hosted tool's call, a custom tool's) are skipped, for a provider sent them as they are."""
     out: list[Message] = []
     turn: _Turn | None = None
     for i, item in enumerate(items):
@@ -235,12 +242,13 @@ def messages_of(items: list[Item], limits: Limits) -> list[Message]:
             out.append(turn.message())
             turn = None
         if kind == "message":
-            out.append(_message(item, at, limits))
+            if (message := _message(item, at, limits, native)) is not None:
+                out.append(message)
         elif kind == "function_call_output":
             out.append(_output(item, at))
         elif kind == "item_reference":
             raise InvalidContent(f"{at}.id", "an item_reference must name a stored item")
-        else:
+        elif not native:
             raise InvalidContent(f"{at}.type", f"input item type {kind!r} is not supported")
     if turn is not None:
         out.append(turn.message())
@@ -276,7 +284,7 @@ class _Turn:
 _ROLES: Mapping[str, Role] = {"user": "user", "system": "system", "developer": "system"}
 
 
-def _message(item: Item, at: str, limits: Limits) -> Message:
+def _message(item: Item, at: str, limits: Limits, native: bool) -> Message | None:
     role = _ROLES.get(item.get("role", ""))
     if role is None:
         raise InvalidContent(f"{at}.role", "role is user, assistant, system or developer")
@@ -293,13 +301,15 @@ def _message(item: Item, at: str, limits: Limits) -> Message:
             if kind == "input_text" and isinstance(part.get("text"), str):
                 parts.append(Text(part["text"]))
             elif kind == "input_image":
-                parts.append(_image(part, f"{at}.content.{j}", limits))
-            else:
+                parts.append(_image(part, f"{at}.content.{j}", limits, native))
+            elif not native:  # a file: the provider's, when it is sent the body itself
                 raise InvalidContent(
                     f"{at}.content.{j}", f"content part type {kind!r} is not supported"
                 )
     else:
         raise InvalidContent(f"{at}.content", f"{at}.content must be a string or a list")
+    if native and not parts:
+        return None
     if not parts or all(isinstance(p, Text) and not p.text for p in parts):
         raise InvalidContent(f"{at}.content", f"a {role} message needs content")
     return Message(role, tuple(parts))
@@ -322,8 +332,10 @@ def _texts(content: object, at: str, kinds: tuple[str, ...]) -> list[Part]:
     return out
 
 
-def _image(part: Item, at: str, limits: Limits) -> Part:
+def _image(part: Item, at: str, limits: Limits, native: bool) -> Part:
     url = part.get("image_url")
+    if not isinstance(url, str) and native:
+        return Text("")  # by file_id: the provider's own
     if not isinstance(url, str):
         if part.get("file_id") is not None:
             raise InvalidContent(f"{at}.file_id", "images by file_id are not supported: send a URL")

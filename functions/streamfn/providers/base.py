@@ -51,6 +51,9 @@ class Capabilities:
     efforts: frozenset[str] = ALL_EFFORTS
     reasoning_budget: bool = True
     min_reasoning_budget: int = 1
+    # Serves OpenAI's Responses API itself: /v1/responses requests are passed through to it, so
+    # what streamfn could not translate (structured output, files, newer fields) is no obstacle.
+    responses: bool = False
 
     def check(self, request: ChatRequest, provider: str) -> None:
         """Raise `InvalidContent` for the first thing in `request` that `provider` cannot take."""

@@ -5,6 +5,9 @@ Wire format: `data: {chat.completion.chunk}` lines, a last chunk with `usage` an
 (https://platform.openai.com/docs/api-reference/chat-streaming). Tool calls arrive as
 `delta.tool_calls[]` fragments (joined by `providers.assembly.ToolCallAssembler`), reasoning as
 `reasoning_content`, `reasoning` or `reasoning_details[]` depending on the server.
+
+A request that came in the Responses API (`POST /v1/responses`) goes to a server that serves
+that API itself (`responses`) as it came, and is read as its events (`openai_responses`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from streamfn.chunks import (
 from streamfn.content import Message, NamedTool, Part, Reasoning, Text, Tool, ToolChoice
 from streamfn.providers import upstream
 from streamfn.providers.assembly import ReasoningTracker, ToolCallAssembler
+from streamfn.providers.openai_responses import OpenAIResponses
 from streamfn.providers.sse_reader import SSEReader
 from streamfn.request import ChatRequest
 
@@ -56,6 +60,7 @@ class OpenAIChatProvider:
         max_retries: int,
         max_connections: int = 10000,
         reasoning_back: bool = True,
+        responses: bool = False,
     ) -> None:
         self.name = name
         # Whether plain reasoning goes back on later turns as `reasoning_content` (DeepSeek);
@@ -77,6 +82,12 @@ class OpenAIChatProvider:
         # The SDK imports its resources (and their many types) on first access: here, in the
         # worker thread that builds providers, not on the first request.
         self._completions = self._client.chat.completions
+        # A server that serves the Responses API itself is passed Responses requests through.
+        self._responses = (
+            OpenAIResponses(self._client, name=name, api_key=api_key, error=self._error)
+            if responses
+            else None
+        )
 
     def _error(self, exc: openai.OpenAIError) -> StreamChunk:
         """The one place OpenAI SDK exceptions become `StreamError`s."""
@@ -97,7 +108,13 @@ class OpenAIChatProvider:
             return self._mid_stream(exc.body)
         return upstream.malformed(self.name, type(exc).__name__)
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
+        native = request.native
+        if self._responses is not None and native is not None and native.protocol == "responses":
+            return self._responses.stream(request)
+        return self._chat(request)
+
+    async def _chat(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         limit = omit if request.max_tokens is None else request.max_tokens
         tools = [_tool(t) for t in request.tools]
         effort = request.reasoning.effort if request.reasoning else None

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -158,6 +158,7 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
         api_key: str | None,
         base_url: str | None,
         max_tokens_param: Literal["max_tokens", "max_completion_tokens"],
+        responses: bool,
     ) -> Callable[[], Provider]:
         def build() -> Provider:
             from streamfn.providers.openai_chat import OpenAIChatProvider
@@ -172,6 +173,7 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
                 max_retries=0,  # streamfn retries, and falls back (streamfn.resilience)
                 max_connections=settings.upstream_connections,
                 reasoning_back=not is_openai(base_url),
+                responses=responses,
             )
 
         return build
@@ -233,12 +235,15 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         base_url = settings.openai_base_url
         param = max_tokens_param(base_url)
+        responses = settings.openai_responses
+        if responses is None:  # OpenAI's own API serves it; of the others, few do
+            responses = is_openai(base_url)
         specs.append(
             ProviderSpec(
                 "openai",
                 settings.openai_model,
-                openai_chat("openai", key, base_url, param),
-                OPENAI_CAPABILITIES,
+                openai_chat("openai", key, base_url, param, responses),
+                replace(OPENAI_CAPABILITIES, responses=responses),
                 address=base_url,
             )
         )
@@ -292,8 +297,14 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
             ProviderSpec(
                 compatible.name,
                 compatible.default_model,
-                openai_chat(compatible.name, key, compatible.base_url, compatible.max_tokens_param),
-                OPENAI_CAPABILITIES,
+                openai_chat(
+                    compatible.name,
+                    key,
+                    compatible.base_url,
+                    compatible.max_tokens_param,
+                    compatible.responses,
+                ),
+                replace(OPENAI_CAPABILITIES, responses=compatible.responses),
                 address=compatible.base_url,
             )
         )

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streamfn.accounting import owner, request_id
 from streamfn.chunks import Finish, StreamError
@@ -126,6 +127,27 @@ class StoredResponses:
             raise _not_found(id)
 
 
+class NoWebSockets:
+    """Codex's WebSocket transport (a GET with `Upgrade: websocket` to /v1/responses before its
+    first POST, for OpenAI's own provider or one with `supports_websockets`) is not served, and
+    said so with a 426, on which Codex goes over HTTP at once for the rest of its session (to a
+    404 or a 405 it retries the handshake for about 7 s first). Ahead of routing: GET is no
+    route of /v1/responses'."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/responses":
+            upgrade = next((v for k, v in scope["headers"] if k == b"upgrade"), b"")
+            if upgrade.lower() == b"websocket":
+                message = "WebSockets are not served here: POST /v1/responses over HTTP"
+                refusal = DIALECT.error(426, "upgrade_required", message)
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def add_routes(app: FastAPI, pipeline: Pipeline, kept: StoredResponses) -> None:
     """The Responses API's routes on `app`."""
 
@@ -150,6 +172,7 @@ def add_routes(app: FastAPI, pipeline: Pipeline, kept: StoredResponses) -> None:
                     model=model,
                     limits=limits,
                     items=items,
+                    native=capabilities.responses,
                     budgets=capabilities.reasoning_budget,
                     efforts=capabilities.efforts,
                 ),
@@ -188,26 +211,10 @@ def add_routes(app: FastAPI, pipeline: Pipeline, kept: StoredResponses) -> None:
             await kept.put(made[0], encoder.shown(made[0]), items, who)
         return response
 
-    @app.get("/v1/responses", include_in_schema=False)
-    async def responses_websocket(request: Request) -> Response:
-        """Codex's WebSocket transport (a GET with `Upgrade: websocket` before its first POST,
-        for OpenAI's own provider or one with `supports_websockets`): not served, and said so
-        with a 426, on which Codex goes over HTTP at once for the rest of its session (to a 404
-        or a 405 it retries the handshake for about 7 s first)."""
-        if request.headers.get("upgrade", "").lower() == "websocket":
-            message = "WebSockets are not served here: POST /v1/responses over HTTP"
-            return DIALECT.error(426, "upgrade_required", message)
-        return DIALECT.error(
-            405,
-            "method_not_allowed",
-            "GET /v1/responses is not a route: POST it",
-            headers={"Allow": "POST"},
-        )
-
     @app.get(
         "/v1/responses/{id}",
         tags=["OpenAI API"],
-        responses=refusals(401, 403, 404, 503, openai=True, why=WHY),
+        responses=refusals(401, 403, 404, 422, 503, openai=True, why=WHY),
     )
     async def get_response(id: ResponseId, request: Request) -> Response:
         """A stored response of the caller's, as its last event had it."""
@@ -219,7 +226,7 @@ def add_routes(app: FastAPI, pipeline: Pipeline, kept: StoredResponses) -> None:
     @app.delete(
         "/v1/responses/{id}",
         tags=["OpenAI API"],
-        responses=refusals(401, 403, 404, 503, openai=True, why=WHY),
+        responses=refusals(401, 403, 404, 422, 503, openai=True, why=WHY),
     )
     async def delete_response(id: ResponseId, request: Request) -> Response:
         """Delete a stored response of the caller's."""
