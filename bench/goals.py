@@ -1,7 +1,8 @@
 """The goals `make bench` reports on, each as (target, streamfn's figure, the baseline's, ratio or
 difference, goal, met), from one run's figures (bench/results.json): issue 13's against the
-baselines, issue 20's for the Gemini and Bedrock providers against the OpenAI one, and the fleet
-on Redis against one process.
+baselines, issue 20's for the Gemini and Bedrock providers against the OpenAI one, the fleet
+on Redis against one process, and the Messages and Responses routes against Chat Completions.
+`all_goals` gives those whose targets a run measured (BENCH_ONLY runs some only).
 """
 
 from __future__ import annotations
@@ -288,4 +289,70 @@ def targets(rows: dict[str, Any]) -> list[Row]:
             per["lambda"] / per["uvicorn"] <= 1.2,
         )
     )
+    return out
+
+
+PROTOCOLS = {
+    "messages": "Messages API (/v1/messages)",
+    "responses": "Responses API (/v1/responses)",
+}
+
+
+def protocol_targets(rows: dict[str, Any]) -> list[Row]:
+    """The Messages and Responses routes against `/v1/chat/completions` (the `chat` target), the
+    same app, provider and upstream, in the same run: a fast stream's tokens/s within 0.9x, and
+    the time to first token added over the upstream read directly, p50 one stream at a time,
+    within 1.1x of Chat Completions' (a fraction of a millisecond: the noisiest of the goals)."""
+    chat, up = rows.get("chat", {}), rows.get("upstream", {})
+    if "tokens_per_s" not in chat or "ttft_p50_ms" not in up:
+        why = chat.get("skipped", "Chat Completions or the upstream not measured")
+        return [("Messages and Responses against Chat Completions", why, "", "", "", "skipped")]
+    chat_added = chat["ttft_p50_ms"] - up["ttft_p50_ms"]
+    out: list[Row] = []
+    for name, title in PROTOCOLS.items():
+        mine = rows.get(name, {})
+        if "tokens_per_s" not in mine:
+            out.append((f"{title}: not measured", mine.get("skipped", ""), "", "", "", "skipped"))
+            continue
+        tps = mine["tokens_per_s"] / chat["tokens_per_s"]
+        out.append(
+            (
+                f"{title}: one stream at full speed, tokens/s",
+                fmt(mine["tokens_per_s"]),
+                f"chat completions {fmt(chat['tokens_per_s'])}",
+                f"{tps:.2f}x",
+                ">= 0.9x",
+                tps >= 0.9,
+            )
+        )
+        added = mine["ttft_p50_ms"] - up["ttft_p50_ms"]
+        ratio = f"{added / chat_added:.2f}x, " if chat_added > 0 else ""
+        out.append(
+            (
+                f"{title}: added time to first token, p50, one stream",
+                fmt(added, " ms"),
+                f"chat completions {fmt(chat_added, ' ms')}",
+                f"{ratio}{added - chat_added:+.2f} ms",
+                "<= 1.1x",
+                added <= 1.1 * chat_added,
+            )
+        )
+    return out
+
+
+# Each group of goals, and the targets it needs: a run that measured only some (BENCH_ONLY)
+# reports the groups it can.
+GROUPS = (
+    (targets, ("upstream", "relay", "seed", "streamfn", "lambda")),
+    (provider_targets, ("streamfn",)),
+    (fleet_targets, ("fleet",)),
+    (protocol_targets, ("chat",)),
+)
+
+
+def all_goals(rows: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    for group, needs in GROUPS:
+        if all(name in rows for name in needs):
+            out += group(rows)
     return out

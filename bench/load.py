@@ -1,8 +1,10 @@
 """The load generator of `make bench`: one client for every target, cheap per byte (a bare
 asyncio protocol with httptools' C parser for the HTTP framing, chunked encoding included), so
 the same client cost is in every figure. It records when each token `t<i> ` arrived, which
-works on every format measured (OpenAI chunks, streamfn's native events): the token text is in
-exactly one event.
+works on every format measured (OpenAI chunks, streamfn's native events, Anthropic's Messages
+events) where the token text is in exactly one event. A format that repeats the whole text at
+its end (the Responses API's `response.output_text.done` and the events after it) is scanned
+only until a marker its target names (`until`): past it, nothing is counted.
 """
 
 from __future__ import annotations
@@ -37,10 +39,18 @@ class Result:
 
 
 class _Client(asyncio.Protocol):
-    def __init__(self, request: bytes, result: Result, done: asyncio.Future[Result]) -> None:
+    def __init__(
+        self,
+        request: bytes,
+        result: Result,
+        done: asyncio.Future[Result],
+        until: bytes | None = None,
+    ) -> None:
         self.request = request
         self.result = result
         self.done = done
+        self.until = until
+        self.scanning = True  # False once `until` has been seen
         self.parser = httptools.HttpResponseParser(self)
         self.tail = b""
         self.transport: asyncio.Transport | None = None
@@ -60,9 +70,14 @@ class _Client(asyncio.Protocol):
         self.result.status = self.parser.get_status_code()
 
     def on_body(self, body: bytes) -> None:
+        if not self.scanning:
+            return
         data = self.tail + body
         cut = data.rfind(b"\n") + 1
         self.tail = data[cut:]
+        if self.until is not None and (at := data.find(self.until, 0, cut)) >= 0:
+            # Whole lines only are scanned, so the marker is never split across two bodies.
+            cut, self.scanning, self.tail = at, False, b""
         found = [int(m[1]) for m in _TOKEN.finditer(data, 0, cut)]
         if found:
             now = time.perf_counter()
@@ -92,13 +107,15 @@ def request(port: int, path: str, body: dict[str, Any]) -> bytes:
     ).encode() + payload
 
 
-async def one(port: int, raw: bytes, timeout_s: float = 120) -> Result:
+async def one(port: int, raw: bytes, timeout_s: float = 120, until: bytes | None = None) -> Result:
+    """One stream of `raw` to `port`; tokens are counted in its body until `until` (all of it
+    when None)."""
     loop = asyncio.get_running_loop()
     result = Result(sent_at=time.perf_counter())
     done: asyncio.Future[Result] = loop.create_future()
     try:
         transport, _ = await loop.create_connection(
-            lambda: _Client(raw, result, done), "127.0.0.1", port
+            lambda: _Client(raw, result, done, until), "127.0.0.1", port
         )
     except OSError as exc:
         result.error = f"connect: {exc}"
@@ -112,16 +129,22 @@ async def one(port: int, raw: bytes, timeout_s: float = 120) -> Result:
 
 
 async def many(
-    requests: list[tuple[int, bytes]], n: int, *, spread_s: float = 0, timeout_s: float = 120
+    requests: list[tuple[int, bytes]],
+    n: int,
+    *,
+    spread_s: float = 0,
+    timeout_s: float = 120,
+    until: bytes | None = None,
 ) -> list[Result]:
     """`n` concurrent streams, started over `spread_s` seconds; stream i sends the request
-    `requests[i % len(requests)]` (a port and its request's bytes): round-robin over a fleet."""
+    `requests[i % len(requests)]` (a port and its request's bytes): round-robin over a fleet.
+    `until` as for `one`."""
 
     async def started(i: int) -> Result:
         if spread_s:
             await asyncio.sleep(spread_s * i / n)
         port, raw = requests[i % len(requests)]
-        return await one(port, raw, timeout_s)
+        return await one(port, raw, timeout_s, until)
 
     return await asyncio.gather(*(started(i) for i in range(n)))
 

@@ -9,7 +9,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.goals import common_rung, fleet_targets, fmt, provider_targets, rung, targets
+from bench.goals import all_goals, common_rung, fmt, rung
+
+# The targets of the concurrency and single-stream tables, in their order.
+LISTED = (
+    "upstream",
+    "relay",
+    "seed",
+    "streamfn",
+    "gemini",
+    "bedrock",
+    "chat",
+    "messages",
+    "responses",
+)
 
 
 def _machine() -> str:
@@ -41,6 +54,9 @@ def plot(rows: dict[str, Any], path: Path) -> None:
         ("streamfn", "streamfn"),
         ("gemini", "streamfn, Gemini"),
         ("bedrock", "streamfn, Bedrock"),
+        ("chat", "streamfn, /v1/chat/completions"),
+        ("messages", "streamfn, /v1/messages"),
+        ("responses", "streamfn, /v1/responses"),
     ):
         ladder = rows.get(name, {}).get("ladder", {})
         if not ladder:
@@ -105,7 +121,10 @@ def fleet_section(rows: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write(rows: dict[str, Any], path: Path, picture: Path, quick: bool) -> None:
+def write(
+    rows: dict[str, Any], path: Path, picture: Path, quick: bool, partial: bool = False
+) -> None:
+    """BENCHMARKS.md at `path`, its plot at `picture`; `partial`: a BENCH_ONLY run's."""
     try:
         plot(rows, picture)
     except ImportError:  # matplotlib: the bench extra, which `make bench` installs
@@ -122,6 +141,8 @@ def write(rows: dict[str, Any], path: Path, picture: Path, quick: bool) -> None:
     ]
     if quick:
         lines += ["**A quick run (BENCH_QUICK=1): smaller counts, not figures to report.**", ""]
+    if partial:
+        lines += ["**A partial run (BENCH_ONLY): the goals of the targets it measured only.**", ""]
     lines += [
         "Setup: a fake OpenAI upstream (bench/upstream.py, one write per token), each target in",
         "a process of its own on uvicorn with uvloop and httptools, and one load generator",
@@ -139,14 +160,19 @@ def write(rows: dict[str, Any], path: Path, picture: Path, quick: bool) -> None:
         "slots and the resume log there), streams spread round-robin over them, against one",
         "process on the same Redis.",
         "",
+        "`chat`, `messages` and `responses` are the OpenAI target's app on its client-protocol",
+        "routes, `/v1/chat/completions`, `/v1/messages` and `/v1/responses` (a bare model: the",
+        "default provider, OpenAI), each with its protocol's streaming body (`responses` with",
+        "`store` at its default, true: every response kept in the SQLite file). Messages and",
+        "Responses are compared with Chat Completions of the same run; their added time to",
+        "first token is over the upstream read directly, as 2a's is.",
+        "",
         "## Targets",
         "",
         "| target | streamfn | baseline | ratio | goal | met |",
         "|---|---|---|---|---|---|",
     ]
-    for name, mine, base, ratio, goal, met in (
-        targets(rows) + provider_targets(rows) + fleet_targets(rows)
-    ):
+    for name, mine, base, ratio, goal, met in all_goals(rows):
         shown = met if isinstance(met, str) else "yes" if met else "no"
         lines.append(f"| {name} | {mine} | {base} | {ratio} | {goal} | {shown} |")
     lines += ["", "## Concurrency", "", f"![tokens per CPU second and delay]({picture.name})", ""]
@@ -155,7 +181,7 @@ def write(rows: dict[str, Any], path: Path, picture: Path, quick: bool) -> None:
         "| threads before / during / after |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in ("upstream", "relay", "seed", "streamfn", "gemini", "bedrock", "redis", "fleet"):
+    for name in (*LISTED, "redis", "fleet"):
         ladder = rows.get(name, {}).get("ladder", {})
         for n, step in sorted(ladder.items(), key=lambda kv: int(kv[0])):
             threads = " / ".join(f"{t:.0f}" for t in step.get("threads", [])) or "n/a"
@@ -175,7 +201,7 @@ def write(rows: dict[str, Any], path: Path, picture: Path, quick: bool) -> None:
         "| target | tokens/s | TTFT p50 | 200 at once: TTFT p50 / p99 | first request's stall |",
         "|---|---|---|---|---|",
     ]
-    for name in ("upstream", "relay", "seed", "streamfn", "gemini", "bedrock"):
+    for name in LISTED:
         r = rows.get(name, {})
         if "tokens_per_s" not in r:
             continue
@@ -185,9 +211,15 @@ def write(rows: dict[str, Any], path: Path, picture: Path, quick: bool) -> None:
             f"{fmt(r.get('first_use_lag_ms', math.nan), ' ms')} |"
         )
     lines += fleet_section(rows)
-    lam = rows["lambda"]
+    if "lambda" in rows:
+        lines += lambda_section(rows["lambda"])
+    lines += ["", "## Machine", "", _machine(), ""]
+    path.write_text("\n".join(lines))
+
+
+def lambda_section(lam: dict[str, Any]) -> list[str]:
     cold = lam["cold_start_ms"]
-    lines += [
+    lines = [
         "",
         "## Lambda path",
         "",
@@ -212,5 +244,4 @@ def write(rows: dict[str, Any], path: Path, picture: Path, quick: bool) -> None:
         top = sorted(times.items(), key=lambda kv: -kv[1])[:8]
         listed = ", ".join(f"{name} {ms:.0f}" for name, ms in top)
         lines.append(f"- **{what}**: {listed}")
-    lines += ["", "## Machine", "", _machine(), ""]
-    path.write_text("\n".join(lines))
+    return lines

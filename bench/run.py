@@ -8,14 +8,30 @@ the fleet, three streamfn processes sharing one Redis (bench/servers.py starts t
 figure is compared with a baseline measured in the same run, as a ratio or a difference: the
 machines are shared and noisy. `BENCH_QUICK=1` runs smaller counts (a smoke run, not figures to
 report).
+
+`chat`, `messages` and `responses` are the `streamfn` app (the OpenAI provider, the same fake
+upstream) on its client-protocol routes, `/v1/chat/completions`, `/v1/messages` and
+`/v1/responses`, each with its protocol's streaming body; the Messages and Responses routes are
+compared with Chat Completions (bench/goals.py's `protocol_targets`).
+
+`BENCH_ONLY=name,name,...` measures only those: names of TARGETS, `fleet`, `lambda`. The
+upstream is measured in every run (every added time to first token is over it), and only the
+goals whose targets were measured are reported. Such a partial run writes BENCHMARKS.md,
+results.json and streams.png to `BENCH_OUT` (a directory), else to a new temporary directory it
+names, never over the committed ones; `BENCH_OUT` sends a full run's there too. The protocol
+rows alone, quickly (about half a minute; two minutes without BENCH_QUICK):
+
+    BENCH_QUICK=1 BENCH_ONLY=chat,messages,responses .venv/bin/python bench/run.py
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,11 +68,17 @@ MESSAGES = [{"role": "user", "content": "bench"}]
 class Spec:
     label: str
     path: str
-    extra: dict[str, Any]
+    extra: dict[str, Any]  # added to {"messages": MESSAGES}, unless `body` is given
     upstream: str  # which fake it streams from: a key of UPSTREAMS
     ceiling: int  # how far up the ladder it goes
     idle: bool = False  # resident memory per idle stream measured, in a process of its own
     optional: bool = False  # skipped, with the reason in BENCHMARKS.md, when it cannot be run
+    body: dict[str, Any] | None = None  # the whole request body but its `model` (the script)
+    app: str | None = None  # the app bench/targets.py serves for it; None: the target's name
+    until: bytes | None = None  # where the token scan stops (bench/load.py)
+
+    def request_body(self) -> dict[str, Any]:
+        return self.body if self.body is not None else {"messages": MESSAGES, **self.extra}
 
 
 # Each fake upstream: its command (PORT, the port it is given) and the URL a target is given.
@@ -99,7 +121,54 @@ TARGETS = {
         idle=True,
         optional=True,
     ),
+    # The client protocols' routes of the `streamfn` app: a bare model (the script) goes to
+    # its default provider, OpenAI (bench/targets.py). Compared with each other, not with the
+    # baselines, so the ladder stops at 100; ttft's 200 paced streams still run.
+    "chat": Spec(
+        "streamfn, /v1/chat/completions (uvicorn)",
+        "/v1/chat/completions",
+        {},
+        "openai",
+        100,
+        body={"messages": MESSAGES, "stream": True},
+        app="streamfn",
+    ),
+    "messages": Spec(
+        "streamfn, /v1/messages (uvicorn)",
+        "/v1/messages",
+        {},
+        "openai",
+        100,
+        # max_tokens is required by the Messages API; the fake upstream does not stop at it.
+        body={"max_tokens": 32768, "messages": MESSAGES, "stream": True},
+        app="streamfn",
+    ),
+    "responses": Spec(
+        "streamfn, /v1/responses (uvicorn)",
+        "/v1/responses",
+        {},
+        "openai",
+        100,
+        body={"input": "bench", "stream": True},  # `store` left at its default, true
+        app="streamfn",
+        # output_text.done, content_part.done, output_item.done and completed repeat the
+        # whole text: https://platform.openai.com/docs/api-reference/responses-streaming
+        until=b"response.output_text.done",
+    ),
 }
+EXTRAS = ("fleet", "lambda")  # BENCH_ONLY's names beside TARGETS'
+
+
+def only() -> set[str] | None:
+    """BENCH_ONLY's names (the upstream always among them), or None: everything."""
+    names = {n.strip() for n in os.environ.get("BENCH_ONLY", "").split(",") if n.strip()}
+    if not names:
+        return None
+    unknown = names - {*TARGETS, *EXTRAS}
+    if unknown:
+        known = ", ".join([*TARGETS, *EXTRAS])
+        raise SystemExit(f"BENCH_ONLY: no such target {', '.join(sorted(unknown))} ({known})")
+    return {"upstream", *names}
 
 
 @contextlib.contextmanager
@@ -140,15 +209,15 @@ def server(spec: Spec, command: list[str]) -> contextlib.AbstractContextManager[
 
 
 async def measure_target(name: str, spec: Spec, figures: Figures, openai: tuple[int, str]) -> None:
-    body = {"messages": MESSAGES, **spec.extra}
-    command = [str(HERE / "targets.py"), name, PORT]
+    body = spec.request_body()
+    command = [str(HERE / "targets.py"), spec.app or name, PORT]
     with upstream(spec, openai) as (upstream_port, upstream_url):
         with contextlib.ExitStack() as stack:
             if name == "upstream":
                 port = upstream_port
             else:
                 port = stack.enter_context(server(spec, [*command, upstream_url]))
-            target = Target(name, spec.label, [port], spec.path, body)
+            target = Target(name, spec.label, [port], spec.path, body, spec.until)
             if name != "upstream":
                 await first_use(target, figures, spec.optional)
             await single_stream(target, figures)
@@ -156,8 +225,8 @@ async def measure_target(name: str, spec: Spec, figures: Figures, openai: tuple[
             await concurrency(target, figures, [n for n in LADDER if n <= spec.ceiling])
         if spec.idle:
             with server(spec, [*command, upstream_url]) as port:
-                target = Target(name, spec.label, [port], spec.path, body)
-                await load.one(port, target.raw("fast-10"))  # the first use, done
+                target = Target(name, spec.label, [port], spec.path, body, spec.until)
+                await load.one(port, target.raw("fast-10"), until=spec.until)  # first use, done
                 await idle_memory(target, figures, 100 if QUICK else 1000)
 
 
@@ -195,11 +264,13 @@ async def fleet(figures: Figures, openai_url: str) -> None:
                 figures.set(name, "servers", count)
 
 
-async def measure(figures: Figures) -> None:
+async def measure(figures: Figures, names: set[str] | None) -> None:
     command, url = UPSTREAMS["openai"]
     with servers.process(command) as openai_port:
         openai = (openai_port, url.format(port=openai_port))
         for name, spec in TARGETS.items():
+            if names is not None and name not in names:
+                continue
             say(spec.label)
             try:
                 await measure_target(name, spec, figures, openai)
@@ -207,7 +278,8 @@ async def measure(figures: Figures) -> None:
                 say(f"  skipped: {exc}")
                 figures.rows.pop(name, None)
                 figures.set(name, "skipped", str(exc))
-        await fleet(figures, openai[1])
+        if names is None or "fleet" in names:
+            await fleet(figures, openai[1])
 
 
 def lambda_figures(figures: Figures) -> None:
@@ -242,18 +314,32 @@ def lambda_figures(figures: Figures) -> None:
     )
 
 
+def outputs(names: set[str] | None) -> tuple[Path, Path, Path]:
+    """Where BENCHMARKS.md, results.json and streams.png go: the committed files for a full
+    run, BENCH_OUT (or a new temporary directory) for a partial one."""
+    out = os.environ.get("BENCH_OUT")
+    if out is None and names is None:
+        return ROOT / "BENCHMARKS.md", HERE / "results.json", HERE / "streams.png"
+    folder = Path(out) if out else Path(tempfile.mkdtemp(prefix="streamfn-bench-only-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "BENCHMARKS.md", folder / "results.json", folder / "streams.png"
+
+
 def main() -> None:
+    names = only()
+    markdown, results, picture = outputs(names)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     started = time.monotonic()
     figures = Figures()
-    uvloop.run(measure(figures))
-    lambda_figures(figures)
-    (HERE / "results.json").write_text(json.dumps(figures.rows, indent=1) + "\n")
+    uvloop.run(measure(figures, names))
+    if names is None or "lambda" in names:
+        lambda_figures(figures)
+    results.write_text(json.dumps(figures.rows, indent=1) + "\n")
     from bench import report
 
-    report.write(figures.rows, ROOT / "BENCHMARKS.md", HERE / "streams.png", QUICK)
-    say(f"BENCHMARKS.md written in {time.monotonic() - started:.0f} s")
+    report.write(figures.rows, markdown, picture, QUICK, partial=names is not None)
+    say(f"{markdown} written in {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

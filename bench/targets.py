@@ -5,7 +5,8 @@ httptools), with a probe of its event loop's lag:
   upstream's bytes through one httpx client.
 - `seed`: the seed's design, FastAPI + sse-starlette + AsyncOpenAI, one event per token.
 - `streamfn`: streamfn's app as `make run` serves it, with the OpenAI provider (resume on); with
-  STREAMFN_REDIS_URL in its environment, a server of a fleet sharing that Redis.
+  STREAMFN_REDIS_URL in its environment, a server of a fleet sharing that Redis. bench/run.py's
+  `chat`, `messages` and `responses` targets are this app too, on its client-protocol routes.
 - `gemini`, `bedrock`: the same app with the Gemini or the Bedrock provider, UPSTREAM_URL the
   fake's (tests/fakes/gemini.py, tests/fakes/bedrock.py), with the environment a deployment
   has: the Gemini key, or AWS credentials and a region (SigV4 signing on every request).
@@ -142,9 +143,11 @@ def streamfn(upstream: str, provider: str = "openai") -> ASGIApp:
         STREAMFN_AUTH="none",
         STREAMFN_USAGE_RECORDS="false",
         STREAMFN_DEFAULT_PROVIDER=provider,
-        # The stream log in a scratch file of its own rather than the user's (unless
-        # STREAMFN_REDIS_URL is set: then in that Redis).
+        # The stream log, and the Responses API's stored responses beside it, in a scratch
+        # file of its own rather than the user's (unless STREAMFN_REDIS_URL is set: then in
+        # that Redis); any other file of the data dir's there too.
         STREAMFN_STREAMS_DB=os.path.join(scratch, "s.db"),
+        XDG_DATA_HOME=scratch,
     )
     sys.path.insert(0, str(ROOT / "functions"))
     from streamfn.app import create_app

@@ -129,6 +129,19 @@ class _Item:
 
     __slots__ = ("call_id", "id", "index", "kind", "name", "pieces", "summary", "whole")
 
+    def __copy__(self) -> _Item:
+        copied = _Item.__new__(_Item)
+        for name in self.__slots__:
+            setattr(copied, name, getattr(self, name))
+        return copied
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Item:
+        """A copy whose pieces are its own (a list of strings, copied flat: a stream's will
+        copies the open item every page)."""
+        copied = copy.copy(self)
+        copied.pieces = list(self.pieces)
+        return copied
+
     def __init__(self, begin: Begin, id: str) -> None:
         self.id = id
         self.index = begin.index
@@ -159,16 +172,21 @@ class ResponseEncoder:
         self._seq += 1
         return Event(type, data)
 
-    def _whole(self, type: str, response: dict[str, Any]) -> Event:
-        return self._event(type, {"response": response})
+    def _whole(self, type: str, response: dict[str, Any] | str) -> Event:
+        """An event carrying the whole Response (or its JSON, made once for several events)."""
+        body = response if isinstance(response, str) else dumps(response)
+        data = f'{{"type":"{type}","sequence_number":{self._seq},"response":{body}}}'
+        self._seq += 1
+        return Event(type, data)
 
     def __call__(self, chunk: StreamChunk) -> list[Event]:
         out: list[Event] = []
         if not self._started:
             self._started = True
+            started = dumps(self._response)
             out += [
-                self._whole("response.created", self._response),
-                self._whole("response.in_progress", self._response),
+                self._whole("response.created", started),
+                self._whole("response.in_progress", started),
             ]
         match chunk:
             case Finish() | StreamError():
