@@ -141,11 +141,15 @@ StreamChunk: TypeAlias = Delta | Final
 
 def generated(chunk: StreamChunk) -> int:
     """How many characters of the model's output `chunk` carries: text, reasoning and
-    tool-call arguments (what usage estimates and the size bound count)."""
-    match chunk:
-        case TextDelta(text=text) | ReasoningDelta(text=text):
-            return len(text)
-        case ToolCallDelta(arguments=arguments):
-            return len(arguments)
-        case _:
-            return 0
+    tool-call arguments (what usage estimates and the size bound count).
+
+    It runs three times a token (guard, tally, producer), so it is plain `isinstance` checks,
+    the commonest first: a `match` with keyword class patterns, or `isinstance` with a
+    `X | Y` union, costs two to four times as much on CPython 3.11."""
+    if isinstance(chunk, TextDelta):
+        return len(chunk.text)
+    if isinstance(chunk, ReasoningDelta):
+        return len(chunk.text)
+    if isinstance(chunk, ToolCallDelta):
+        return len(chunk.arguments)
+    return 0

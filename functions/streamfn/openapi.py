@@ -230,9 +230,16 @@ class AllowedMethods:
         self.app = app
         self.router = router
         self.render = render
+        # The methods of each route's own path once asked (most requests are to one): a scan
+        # of every route costs as much as the rest of the routing. Bounded by the routes'
+        # paths; templated paths are scanned each time.
+        self._concrete: dict[tuple[str, str], set[str]] = {}
 
     def _methods(self, scope: Scope) -> set[str]:
         """The methods of `scope`'s path (none: no route has it)."""
+        key = (scope.get("root_path", ""), scope["path"])
+        if (known := self._concrete.get(key)) is not None:
+            return known
         concrete: set[str] = set()
         templated: set[str] = set()
         for route in self.router.routes:
@@ -244,6 +251,8 @@ class AllowedMethods:
                 templated |= methods
             else:
                 concrete |= methods
+        if concrete:  # a route's own path matched, not only templated ones
+            self._concrete[key] = concrete
         return concrete or templated
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

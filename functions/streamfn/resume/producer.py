@@ -145,10 +145,13 @@ class Producer:
                 await self._streams.ended(self)
 
     def _add(self, events: Iterable[Event]) -> None:
-        had = len(self._window)
-        self._window.extend(events)
-        if len(self._window) > had:
-            self._held += sum(len(e.data) for e in self._window[had:])
+        # On every token: a plain loop, not a slice of the window and a generator.
+        window, had, held = self._window, len(self._window), self._held
+        for event in events:
+            window.append(event)
+            held += len(event.data)
+        if len(window) > had:
+            self._held = held
             self._wake()
             self._streams.changed(self)
 
@@ -210,7 +213,7 @@ class Producer:
                         )
                         seq = self.base
                     continue
-                while self.base <= seq < self.count:
+                while self.base <= seq < self.base + len(self._window):  # `count`, inlined
                     seq += 1
                     yield seq, self._window[seq - 1 - self.base]
                     cursor[0] = seq
