@@ -51,19 +51,46 @@ $(NODE_DEPS): tests/node/package-lock.json
 	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The chat page's Markdown bundle, functions/streamfn/static/markdown.js (and the licences of
+# what it bundles beside it): web/src/markdown.js with marked, DOMPurify and highlight.js at the
+# versions web/package-lock.json pins, bundled by esbuild (web/build.mjs). `make bundle`
+# rebuilds it when web/'s sources or lockfile change. The built bundle is committed, so
+# `make run` and a deployment need no npm: only changing web/ does. The tests check that the
+# committed bundle is what web/ builds (tests/browser/test_chat_markdown.py), hence unit's need.
+WEB_DEPS := web/node_modules/.package-lock.json
+BUNDLE := functions/streamfn/static/markdown.js
+$(WEB_DEPS): web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(BUNDLE): web/build.mjs web/package.json $(wildcard web/src/*) $(WEB_DEPS)
+	node web/build.mjs
+
+.PHONY: bundle
+bundle: $(BUNDLE)
+
 install: $(VENV)/.dev-installed
 
 run: $(VENV)/.run-installed
 	PORT=$(PORT) WORKERS=$(WORKERS) $(BIN)/python local/serve.py
 
-# The same app behind a local Lambda function URL: functions/bootstrap under the emulator.
-# ENV_JSON=infra/env.json passes the variables of a `sam local --env-vars` file;
-# CORS_ALLOWED_ORIGINS=... stands for the template's CorsAllowedOrigins parameter; SNAPSTART=1
-# runs the SnapStart lifecycle (the snapshot point answered when the first request comes);
-# CONCURRENCY=N stands for ReservedConcurrency (the template's default otherwise).
+# The same app behind a local Lambda function URL: functions/bootstrap under the emulator, with
+# the deployed stack's state: template.yaml's tables on a local DynamoDB (moto, in memory, for
+# as long as this runs) and the variables the template gives the function, auth on. It makes an
+# API key and prints it, with how to make more (local/stack.py).
+# PARAMETERS="Name=Value ..." gives template parameters as a deploy would (RequestsPerMinute=5,
+# StreamfnAuth=none, ...); ENV_JSON=infra/env.json passes the variables of a `sam local
+# --env-vars` file; CORS_ALLOWED_ORIGINS=... stands for the template's CorsAllowedOrigins
+# parameter; SNAPSTART=1 runs the SnapStart lifecycle (the snapshot point answered when the
+# first request comes); CONCURRENCY=N stands for ReservedConcurrency (the template's default
+# otherwise). MAX_CONCURRENCY=N runs it as Lambda Managed Instances do (ComputeType
+# ManagedInstances): one runtime process taking N invocations at once (AWS_LAMBDA_MAX_CONCURRENCY,
+# StreamsPerEnvironment), one environment unless CONCURRENCY asks for more.
 run-lambda: $(VENV)/.dev-installed
 	PORT=$${PORT:-9000} ENV_JSON=$(ENV_JSON) CORS_ALLOWED_ORIGINS=$(CORS_ALLOWED_ORIGINS) \
-		SNAPSTART=$(SNAPSTART) CONCURRENCY=$(CONCURRENCY) $(BIN)/python local/lambda_emulator.py
+		PARAMETERS="$(PARAMETERS)" \
+		SNAPSTART=$(SNAPSTART) CONCURRENCY=$(CONCURRENCY) MAX_CONCURRENCY=$(MAX_CONCURRENCY) \
+		$(BIN)/python local/lambda_emulator.py
 
 # Debian packages some tests drive: chromium (the browser tests; Playwright downloads no browser),
 # nginx (the self-hosting site in infra/nginx), redis-server and postgresql (a fleet's shared
@@ -90,7 +117,7 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev-installed $(SAM_VENV)/.installed $(NODE_DEPS) system-deps
+unit: $(VENV)/.dev-installed $(SAM_VENV)/.installed $(NODE_DEPS) $(WEB_DEPS) system-deps
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -18,6 +18,10 @@ DELIMITER = b"\0" * 8
 # the Init phase at the time of the first function invocation with the configured function
 # timeout."
 INIT_LIMIT_S = 10
+# Lambda Managed Instances: "initialization can take up to 15 minutes. The timeout is the maximum
+# of 130 seconds or the configured function timeout (up to 900 seconds)"
+# (lambda-managed-instances-execution-environment.html, "Init phase").
+MANAGED_INIT_LIMIT_S = 130
 ERROR_TYPE = "lambda-runtime-function-error-type"
 ERROR_BODY = "lambda-runtime-function-error-body"
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/x-www-form-urlencoded")
@@ -31,6 +35,13 @@ class Invocation:
     # Set when a runtime takes the invocation: the function's timeout runs from the invoke,
     # not from the init before it, which has its own limit (INIT_LIMIT_S).
     deadline_ms: int | None = None
+    init_limit_s: float = INIT_LIMIT_S
+    # One attempt of the request, sent with `next` as Lambda-Runtime-Invocation-Id; the runtime
+    # echoes it on the attempt's response or error.
+    invocation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # Managed Instances: past its deadline Lambda has failed it, but the runtime runs on; its late
+    # answer is refused (410).
+    timed_out: bool = False
     created: float = field(default_factory=time.time)
     # The X-Ray header Lambda passes on with active tracing: a root, a parent, sampled.
     trace_id: str = field(
@@ -54,7 +65,7 @@ class Invocation:
         outlived its limit has been retried within the invoke's timeout."""
         if self.deadline_ms is not None:
             return self.deadline_ms / 1000
-        return self.created + INIT_LIMIT_S + self.timeout_s
+        return self.created + self.init_limit_s + self.timeout_s
 
 
 @dataclass
@@ -75,15 +86,24 @@ class Record:
     preflights: int = 0  # answered by the URL's CORS settings, without an invocation
     logs: list[str] = field(default_factory=list)
     trace_ids: dict[str, str] = field(default_factory=dict)  # request id -> X-Ray header
+    deadlines: dict[str, int] = field(default_factory=dict)  # request id -> deadline (ms)
+    # request id -> the Lambda-Runtime-Invocation-Id sent with it, and the ones its response and
+    # error requests carried (None: the header was missing).
+    invocation_ids: dict[str, str] = field(default_factory=dict)
+    echoed: dict[str, list[str | None]] = field(default_factory=dict)
+    late: int = 0  # answers refused with 410: their invocation had timed out (Managed Instances)
 
 
 @dataclass(eq=False)
 class Environment:
     """One execution environment: a runtime process with a Runtime API of its own, serving one
-    invocation at a time."""
+    invocation at a time, or with `max_concurrency` (Lambda Managed Instances) up to that many."""
 
     number: int
+    max_concurrency: int | None = None  # set: AWS_LAMBDA_MAX_CONCURRENCY of its runtime
     pending: asyncio.Queue[Invocation] = field(default_factory=asyncio.Queue)
+    waiting: int = 0  # the runtime's `next` requests waiting for an invocation
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # its first `next` came
     server: asyncio.Server | None = None
     port: int = 0
     child: asyncio.subprocess.Process | None = None
@@ -92,6 +112,13 @@ class Environment:
     restore: asyncio.Event = field(default_factory=asyncio.Event)  # SnapStart's restore signal
     restored: bool = False
     log_task: asyncio.Future[None] | None = None
+
+    @property
+    def idle(self) -> int:
+        """Runtime loops waiting in `next` with no invocation yet put their way: Lambda Managed
+        Instances hand an invocation only to one of those ("no idle runtimes" is refused: AWS's
+        Runtime Interface Emulator, internal/lambda-managed-instances/invoke/invoke_router.go)."""
+        return self.waiting - self.pending.qsize()
 
 
 def function_url_event(

@@ -29,8 +29,15 @@ import uvicorn
 
 if not __package__:  # run as a script (python local/lambda_emulator.py): import as a package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from local.emulated import Environment, Invocation, Record, function_url_event
+from local.emulated import (
+    MANAGED_INIT_LIMIT_S,
+    Environment,
+    Invocation,
+    Record,
+    function_url_event,
+)
 from local.runtime_api_server import RuntimeAPIServer
+from local.stack import LocalStack, banner, template_parameters, wants_key
 from local.url_cors import UrlCors, reserved_concurrency
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +64,17 @@ class Emulator(RuntimeAPIServer):
     process for a request that finds every environment busy, up to `concurrency` (the
     template's reserved concurrency); beyond that a request is throttled as a function URL
     throttles it: 429, and the function is not invoked.
+
+    With `max_concurrency` it is Lambda Managed Instances instead
+    (https://docs.aws.amazon.com/lambda/latest/dg/lambda-managed-instances-execution-environment.html):
+    each runtime process starts with AWS_LAMBDA_MAX_CONCURRENCY set and takes up to that many
+    invocations at once, each with its own deadline; an invocation goes only to a runtime loop
+    waiting in `next`, and a request that finds none is throttled while another environment
+    starts (there, up to `concurrency` environments), as Managed Instances scale asynchronously
+    rather than on a cold start ("Backpressure handling ... new invocation requests will be
+    rejected until a worker becomes available"). A timeout fails its invocation alone: "Lambda
+    marks that specific invocation as failed but does not interrupt other running invocations or
+    terminate the execution environment".
     """
 
     def __init__(
@@ -70,12 +88,14 @@ class Emulator(RuntimeAPIServer):
         snapstart: bool = False,
         concurrency: int = 10,
         python: Path | None = None,
+        max_concurrency: int | None = None,
     ) -> None:
         self.env = dict(env or {})
         # The interpreter the runtime runs on (its packages): this one's unless given, as a
         # benchmark gives one with only the Lambda layer's packages.
         self.python = python or Path(sys.executable)
         self.concurrency = concurrency
+        self.max_concurrency = max_concurrency  # set: Lambda Managed Instances
         self.cors = cors  # the URL's CORS settings; None: the function's headers pass as sent
         if cors is not None:
             # As template.yaml hands the function the URL's origins, which it holds to.
@@ -89,6 +109,8 @@ class Emulator(RuntimeAPIServer):
         self.echo_logs = echo_logs
         self.record = Record()
         self._by_id: dict[str, Invocation] = {}
+        self._timed_out: dict[str, Invocation] = {}
+        self._scaling_out: asyncio.Future[Environment] | None = None
         self.environments: list[Environment] = []
         self._front: uvicorn.Server | None = None
         self.port = 0
@@ -110,6 +132,11 @@ class Emulator(RuntimeAPIServer):
         self._front_task = asyncio.ensure_future(self._front.serve(sockets=[sock]))
         while not self._front.started:  # uvicorn offers no event to wait on  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+        if self.max_concurrency is not None:
+            logger.info(
+                "Lambda Managed Instances: each runtime takes up to %d invocations at once",
+                self.max_concurrency,
+            )
         if runtime:
             await self.start_runtime()
 
@@ -120,7 +147,11 @@ class Emulator(RuntimeAPIServer):
         """A new environment: its Runtime API, then `functions/bootstrap` as Lambda would start
         it: a fresh process, a cold start. `reserved`: busy from the start, for the request
         that asked for it (no other request may take it while it starts)."""
-        environment = Environment(number=self.record.runtime_starts + 1, busy=reserved)
+        environment = Environment(
+            number=self.record.runtime_starts + 1,
+            busy=reserved,
+            max_concurrency=self.max_concurrency,
+        )
         self.record.runtime_starts += 1
         self.environments.append(environment)
         environment.server = await asyncio.start_server(
@@ -139,6 +170,10 @@ class Emulator(RuntimeAPIServer):
             "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start" if self.snapstart else "on-demand",
             "PATH": f"{self.python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
+        if self.max_concurrency is not None:
+            env["AWS_LAMBDA_MAX_CONCURRENCY"] = str(self.max_concurrency)
+        else:
+            env.pop("AWS_LAMBDA_MAX_CONCURRENCY", None)
         environment.child = await asyncio.create_subprocess_exec(
             str(self.bootstrap),
             env=env,
@@ -151,6 +186,8 @@ class Emulator(RuntimeAPIServer):
     async def _assign(self, invocation: Invocation) -> Environment | None:
         """An idle environment for `invocation` (a new one if none is idle and there is room),
         or None: throttled."""
+        if self.max_concurrency is not None:
+            return await self._assign_managed(invocation)
         environment = next((e for e in self._live() if not e.busy), None)
         if environment is None:
             if len(self._live()) >= self.concurrency:
@@ -160,6 +197,36 @@ class Emulator(RuntimeAPIServer):
         environment.restore.set()  # SnapStart: an environment is restored when it is needed
         await environment.pending.put(invocation)
         return environment
+
+    async def _assign_managed(self, invocation: Invocation) -> Environment | None:
+        """Managed Instances: the environment with the most runtime loops waiting in `next`, or
+        None (throttled) if no loop waits; then another environment starts, if there is room."""
+        if not self._live():
+            await self.start_runtime()
+        live = self._live()
+        if not any(e.ready.is_set() for e in live):
+            # Init: "complete when ... at least one runtime worker has called
+            # /runtime/invocation/next"; nothing is routed before.
+            await self._until_ready(live, invocation.init_limit_s)
+        environment = max(
+            (e for e in self._live() if e.idle > 0), key=lambda e: e.idle, default=None
+        )
+        if environment is None:
+            scaling = self._scaling_out is not None and not self._scaling_out.done()
+            if not scaling and len(self._live()) < self.concurrency:
+                self._scaling_out = asyncio.ensure_future(self.start_runtime())
+            return None
+        await environment.pending.put(invocation)
+        return environment
+
+    async def _until_ready(self, environments: list[Environment], limit_s: float) -> None:
+        """Until one of `environments` has asked for an invocation, all have exited, or the
+        init limit has passed."""
+        deadline = time.monotonic() + limit_s
+        while not any(e.ready.is_set() for e in environments):
+            if all(e.gone for e in environments) or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.02)  # whichever of ready or exit comes first
 
     async def _end(self, environment: Environment) -> None:
         environment.gone = True
@@ -265,6 +332,8 @@ class Emulator(RuntimeAPIServer):
             event=event,
             timeout_s=self.timeout_s,
         )
+        if self.max_concurrency is not None:
+            invocation.init_limit_s = max(MANAGED_INIT_LIMIT_S, self.timeout_s)
         self._by_id[invocation.request_id] = invocation
         environment = await self._assign(invocation)
         if environment is None:
@@ -287,7 +356,7 @@ class Emulator(RuntimeAPIServer):
             await self._relay(invocation, send, headers)
         finally:
             self._by_id.pop(invocation.request_id, None)
-            environment.busy = False
+            environment.busy = False  # (Managed Instances count idle loops instead)
 
     async def _relay(
         self, invocation: Invocation, send: Any, request_headers: Mapping[str, str]
@@ -300,9 +369,14 @@ class Emulator(RuntimeAPIServer):
             try:
                 kind, value = await asyncio.wait_for(invocation.outbox.get(), max(remaining, 0) + 1)
             except TimeoutError:
-                # Lambda ends an invocation that outlives its timeout, and the environment with it.
                 logger.error("invocation %s timed out", invocation.request_id)
-                if invocation.environment is not None:
+                if self.max_concurrency is not None:
+                    # Managed Instances fail this invocation alone; its runtime may answer late.
+                    invocation.timed_out = True
+                    self._timed_out[invocation.request_id] = invocation
+                elif invocation.environment is not None:
+                    # Lambda ends an invocation that outlives its timeout, and the environment
+                    # with it.
                     await self._end(invocation.environment)
                 kind, value = "error", {"errorType": "Sandbox.Timedout"}
             if kind == "prelude":
@@ -406,16 +480,26 @@ async def _main() -> None:
     host = os.environ.get("HOST", "127.0.0.1")
     timeout_s = float(os.environ.get("STREAMFN_LAMBDA_TIMEOUT_S", "300"))
     env_file = os.environ.get("ENV_JSON")
-    env = env_json(Path(env_file)) if env_file else {}
-    # The URL's CORS as template.yaml configures it; CORS_ALLOWED_ORIGINS stands for the
-    # CorsAllowedOrigins parameter a deploy would be given.
-    origins = os.environ.get("CORS_ALLOWED_ORIGINS")
-    cors = UrlCors.from_template(parameters={"CorsAllowedOrigins": origins} if origins else {})
+    # The template's parameters as a deploy is given them (PARAMETERS="Name=Value ...";
+    # CORS_ALLOWED_ORIGINS and CONCURRENCY stand for CorsAllowedOrigins and ReservedConcurrency).
+    parameters = template_parameters(os.environ)
+    # The deployed stack, locally (issue #23): the template's tables on moto's DynamoDB and the
+    # variables the template gives the function, an env.json's on top (as `sam local
+    # --env-vars` puts them).
+    stack = LocalStack(parameters=parameters)
+    await asyncio.to_thread(stack.start)
+    env = {**stack.function_env(), **(env_json(Path(env_file)) if env_file else {})}
+    # The URL's CORS as template.yaml configures it.
+    cors = UrlCors.from_template(parameters=parameters)
     snapstart = os.environ.get("SNAPSTART", "") not in ("", "0")  # the SnapStart lifecycle
-    # Environments up to the function's reserved concurrency, as template.yaml sets it;
-    # CONCURRENCY stands for the ReservedConcurrency parameter.
-    given = os.environ.get("CONCURRENCY")
-    concurrency = reserved_concurrency(parameters={"ReservedConcurrency": given} if given else {})
+    # Environments up to the function's reserved concurrency, as template.yaml sets it.
+    concurrency = reserved_concurrency(parameters=parameters)
+    # MAX_CONCURRENCY=N: Lambda Managed Instances, one runtime process taking N invocations at
+    # once (the template's StreamsPerEnvironment); one environment unless CONCURRENCY asks more.
+    given = os.environ.get("MAX_CONCURRENCY")
+    max_concurrency = int(given) if given else None
+    if max_concurrency is not None and not os.environ.get("CONCURRENCY"):
+        concurrency = 1
     emulator = Emulator(
         timeout_s=timeout_s,
         echo_logs=True,
@@ -423,17 +507,23 @@ async def _main() -> None:
         cors=cors,
         snapstart=snapstart,
         concurrency=concurrency or 1000,  # Lambda's default account limit
-    )
-    await emulator.start(port=port, host=host)
-    sys.stderr.write(
-        f"streamfn: Lambda function URL emulator at http://{host}:{port}/ "
-        f"(up to {emulator.concurrency} concurrent environments, timeout {timeout_s:g} s; "
-        "Ctrl+C to stop)\n"
+        max_concurrency=max_concurrency,
     )
     try:
+        # Stored as `streamfn keys create` stores one, while the runtime starts.
+        key = asyncio.ensure_future(stack.create_key()) if wants_key(env) else None
+        await emulator.start(port=port, host=host)
+        url = f"http://{host}:{emulator.port}"
+        sys.stderr.write(
+            f"streamfn: Lambda function URL emulator at {url}/ "
+            f"(up to {emulator.concurrency} concurrent environments, timeout {timeout_s:g} s; "
+            "Ctrl+C to stop)\n"
+        )
+        sys.stderr.write(banner(stack, url, await key if key is not None else None, cors))
         await asyncio.Event().wait()
     finally:
         await emulator.stop()
+        stack.stop()
 
 
 if __name__ == "__main__":

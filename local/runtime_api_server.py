@@ -3,6 +3,13 @@
 It answers `next` with the environment's invocations, takes responses (prelude, chunked body,
 trailers), error documents and the SnapStart calls, and reports every breach of the contract
 as a violation (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html).
+
+An environment of Lambda Managed Instances takes "concurrent /next and /response requests up to
+the configured AWS_LAMBDA_MAX_CONCURRENCY limit" (runtimes-api.html); more `next`s waiting at
+once than that is refused, as AWS's emulator refuses "too many idle runtimes" (internal/
+lambda-managed-instances/invoke/invoke_router.go). There an invocation's timeout fails it
+without stopping the runtime, whose late answer gets 410 InvokeTimeout (rapi/handler/
+invocationresponse.go, rendering.RenderInvokeTimeout).
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from local.emulated import (
     Record,
 )
 
+INVOCATION_ID = "lambda-runtime-invocation-id"
+INVOKE_TIMEOUT = b'{"errorMessage":"Invoke timeout","errorType":"InvokeTimeout"}'
+
 
 class RuntimeAPIServer:
     """Mixed into the emulator, whose record, invocations and violation log it shares."""
@@ -34,6 +44,7 @@ class RuntimeAPIServer:
     record: Record
     snapstart: bool
     _by_id: dict[str, Invocation]
+    _timed_out: dict[str, Invocation]  # Managed Instances: failed by their deadline, unanswered
     _handlers: set[asyncio.Task[Any]]
 
     def violation(self, message: str) -> None:
@@ -105,15 +116,32 @@ class RuntimeAPIServer:
                 # AWS: a runtime that skips the lifecycle makes publishing the version fail.
                 self.violation("invocation/next before restore/next with SnapStart on")
             await self._drain(next_event)
-            invocation = await environment.pending.get()
+            limit = environment.max_concurrency or 1
+            if environment.waiting >= limit:
+                self.violation(
+                    f"{environment.waiting + 1} invocation/next requests waiting at once; "
+                    f"AWS_LAMBDA_MAX_CONCURRENCY allows {limit}"
+                )
+                await reply(500, b'{"errorMessage":"too many idle runtimes"}')
+                return
+            environment.waiting += 1
+            environment.ready.set()  # init is over once the runtime first asks
+            try:
+                invocation = await environment.pending.get()
+            finally:
+                environment.waiting -= 1
             self.record.calls.append((time.monotonic(), "next", invocation.request_id))
             self.record.trace_ids[invocation.request_id] = invocation.trace_id
+            self.record.invocation_ids[invocation.request_id] = invocation.invocation_id
+            deadline_ms = invocation.take()
+            self.record.deadlines[invocation.request_id] = deadline_ms
             await reply(
                 200,
                 json.dumps(invocation.event).encode(),
                 [
                     ("Lambda-Runtime-Aws-Request-Id", invocation.request_id),
-                    ("Lambda-Runtime-Deadline-Ms", str(invocation.take())),
+                    ("Lambda-Runtime-Invocation-Id", invocation.invocation_id),
+                    ("Lambda-Runtime-Deadline-Ms", str(deadline_ms)),
                     (
                         "Lambda-Runtime-Invoked-Function-Arn",
                         "arn:aws:lambda:us-east-1:000000000000:function:streamfn-local",
@@ -126,13 +154,27 @@ class RuntimeAPIServer:
         if method == "POST" and parts[:1] == ["invocation"] and len(parts) == 3:
             request_id, what = parts[1], parts[2]
             invocation = self._by_id.get(request_id)
+            if invocation is None and (late := self._timed_out.pop(request_id, None)):
+                # Failed by its deadline already; the runtime ran on, as it may there.
+                self._check_echo(environment, late, headers)
+                await self._drain(next_event)
+                self.record.late += 1
+                self.record.calls.append((time.monotonic(), "late", request_id))
+                await reply(410, INVOKE_TIMEOUT)
+                return
             if invocation is None:
                 self.violation(f"{what} for unknown or finished request id {request_id}")
                 await self._drain(next_event)
                 await reply(400, b'{"errorMessage":"unknown request id"}')
                 return
+            self._check_echo(environment, invocation, headers)
             if what == "response":
                 await self._receive_response(invocation, headers, next_event)
+                if invocation.timed_out:  # its deadline passed while it streamed
+                    self._timed_out.pop(request_id, None)
+                    self.record.late += 1
+                    await reply(410, INVOKE_TIMEOUT)
+                    return
                 await reply(202, b'{"status":"OK"}')
                 return
             if what == "error":
@@ -167,6 +209,21 @@ class RuntimeAPIServer:
         self.violation(f"unknown Runtime API call: {method} {target}")
         await self._drain(next_event)
         await reply(404, b'{"errorMessage":"not found"}')
+
+    def _check_echo(
+        self, environment: Environment, invocation: Invocation, headers: dict[str, str]
+    ) -> None:
+        """The attempt's Lambda-Runtime-Invocation-Id, echoed as sent with `next`. Required of a
+        runtime serving many at once, where a late answer must not pass for a current one."""
+        echoed = headers.get(INVOCATION_ID)
+        self.record.echoed.setdefault(invocation.request_id, []).append(echoed)
+        if echoed is None and environment.max_concurrency is not None:
+            self.violation(f"no Lambda-Runtime-Invocation-Id echoed for {invocation.request_id}")
+        elif echoed is not None and echoed != invocation.invocation_id:
+            self.violation(
+                f"Lambda-Runtime-Invocation-Id {echoed!r} for {invocation.request_id}, "
+                f"sent {invocation.invocation_id!r}"
+            )
 
     async def _drain(self, next_event: Any) -> bytes:
         body = bytearray()

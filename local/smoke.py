@@ -1,9 +1,10 @@
 """`make smoke URL=... [KEY=...] [ORIGIN=...]`: a short end-to-end check of a deployed streamfn.
 
 It streams one answer and checks that it arrives progressively and framed as streamfn frames
-events, that a stream whose connection dropped resumes where it broke off, that a bad request
-gets a clear 4xx, that the URL answers a browser from ORIGIN with
-the CORS headers it needs, and, given a KEY, that a call without it is refused. It prints a
+events, that a stream whose connection dropped resumes where it broke off, that a stop ends a
+stream on the server (as the chat page's Stop button asks), that a bad request gets a clear
+4xx, that the URL answers a browser from ORIGIN with the CORS headers it needs
+(streamfn.origins.CORS), and, given a KEY, that a call without it is refused. It prints a
 pass/fail table and exits non-zero if anything failed. Nothing here is specific to AWS: it
 works against `make run`, `make run-lambda` and a deployed function URL alike.
 """
@@ -20,7 +21,12 @@ from dataclasses import dataclass
 import httpx
 from httpx_sse import EventSource
 
+from streamfn.origins import CORS
+
 PROMPT = "Count from 1 to 20, one number per line, nothing else."
+# Long enough that a stop sent after its third token comes well before its end: a few seconds
+# from a fast model, and as long from the echo provider, which streams the prompt back.
+LONG = "Repeat these numbers, one per line, nothing else: " + " ".join(map(str, range(1, 301)))
 
 
 @dataclass
@@ -116,7 +122,7 @@ def resume_check(client: httpx.Client, url: str, key: str | None) -> Check:
             status = response.status_code
             rest = list(EventSource(response).iter_sse()) if status == 200 else []
             detail = response.read()[:200].decode(errors="replace") if status != 200 else ""
-        if status != 404 or time.monotonic() > deadline:
+        if status != 404 or _no_log(detail) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     if status != 200:
@@ -131,6 +137,52 @@ def resume_check(client: httpx.Client, url: str, key: str | None) -> Check:
         if whole and ended
         else f"ids {ids[:2]}...{ids[-2:]}, last event {rest[-1].event if rest else None}",
     )
+
+
+def _stop(client: httpx.Client, url: str, key: str | None, id: str) -> httpx.Response:
+    deadline = time.monotonic() + 5  # the stream's head reaches the log a tenth of a second in
+    while True:
+        response = client.post(f"{url}/chat/stream/{id}/stop", headers=_headers(key))
+        if response.status_code != 404 or _no_log(response.text) or time.monotonic() > deadline:
+            return response
+        time.sleep(0.1)
+
+
+def _no_log(answer: str) -> bool:
+    """Whether a 404 says the server keeps no stream log (no use asking again), rather than
+    that the stream's head is not in it yet."""
+    return "cannot be resumed here" in answer
+
+
+def stop_check(client: httpx.Client, url: str, key: str | None) -> Check:
+    """What the chat page's Stop does: POST /chat/stream/{id}/stop while the stream is read.
+    The generation stops on the server, and the stream ends with a `stopped` error event long
+    before its last token. In AWS the stop is another invocation, which marks the stream in the
+    stream log; the producing invocation sees it at its next heartbeat."""
+    name = "a stop ends the stream on the server"
+    body = {"messages": [{"role": "user", "content": LONG}], "max_tokens": 1200}
+    tokens, last, asked = 0, None, None
+    with client.stream("POST", f"{url}/chat/stream", json=body, headers=_headers(key)) as response:
+        if response.status_code != 200:
+            return Check(name, False, f"the stream got {response.status_code}")
+        id = response.headers.get("x-stream-id", "")
+        for event in EventSource(response).iter_sse():
+            last = event
+            tokens += event.event == "token"
+            if tokens == 3 and asked is None:
+                stopped = _stop(client, url, key, id)
+                if stopped.status_code != 202:
+                    detail = stopped.read()[:200].decode(errors="replace")
+                    return Check(name, False, f"the stop got {stopped.status_code} {detail}")
+                asked = time.monotonic()
+    if last is None or asked is None:
+        return Check(name, False, f"the stream ended after {tokens} tokens, before the stop")
+    after = time.monotonic() - asked
+    if last.event == "error" and '"stopped"' in last.data:
+        detail = f"ended with a stopped error {after:.1f} s after the stop, {tokens} tokens in"
+        return Check(name, True, detail)
+    detail = f"ran on {after:.1f} s after the stop, {tokens} tokens, to {last.event} {last.data}"
+    return Check(name, False, detail[:120])
 
 
 def error_check(client: httpx.Client, url: str, key: str | None) -> Check:
@@ -154,28 +206,38 @@ def error_check(client: httpx.Client, url: str, key: str | None) -> Check:
 def cors_check(client: httpx.Client, url: str, key: str | None, origin: str | None) -> Check:
     if not origin:
         return Check("CORS for a browser origin", None, "not checked: give ORIGIN=https://...")
+    # What streamfn's clients send and read (streamfn.origins.CORS): a key as x-api-key, a
+    # resume's last-event-id, and the stream's id to resume or stop it.
     preflight = client.options(
         f"{url}/chat/stream",
         headers={
             "origin": origin,
             "access-control-request-method": "POST",
-            "access-control-request-headers": "content-type,authorization",
+            "access-control-request-headers": ",".join(CORS.allow_headers),
         },
     )
     allowed = preflight.headers.get("access-control-allow-origin")
+    answered = _names(preflight.headers.get("access-control-allow-headers", ""))
+    refused = [h for h in CORS.allow_headers if h not in answered and "*" not in answered]
     response = client.post(
         f"{url}/chat/stream",
         json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
         headers=_headers(key, origin),
     )
-    exposed = response.headers.get("access-control-expose-headers", "").lower()
-    ok = allowed in (origin, "*") and "x-request-id" in exposed
+    exposed = _names(response.headers.get("access-control-expose-headers", ""))
+    hidden = [h for h in CORS.expose_headers if h not in exposed]
+    ok = allowed in (origin, "*") and not refused and not hidden
     return Check(
         "CORS for a browser origin",
         ok,
         f"preflight {preflight.status_code}, allow-origin {allowed!r}, "
-        f"X-Request-Id {'exposed' if 'x-request-id' in exposed else 'not exposed'}",
+        + (f"not allowed: {', '.join(refused)}; " if refused else "")
+        + (f"not exposed: {', '.join(hidden)}" if hidden else "X-Request-Id exposed"),
     )
+
+
+def _names(header: str) -> set[str]:
+    return {name.strip().lower() for name in header.split(",") if name.strip()}
 
 
 def auth_check(client: httpx.Client, url: str, key: str | None) -> Check:
@@ -204,6 +266,7 @@ def run(url: str, key: str | None, origin: str | None) -> list[Check]:
         steps: list[Callable[[], list[Check]]] = [
             lambda: stream_check(client, url, key),
             lambda: [resume_check(client, url, key)],
+            lambda: [stop_check(client, url, key)],
             lambda: [error_check(client, url, key)],
             lambda: [cors_check(client, url, key, origin)],
             lambda: [auth_check(client, url, key)],

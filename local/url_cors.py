@@ -5,7 +5,10 @@ invoking the function; on other requests it adds the configured headers to the f
 response, in place of any `Access-Control-*` headers the function sent, so that a browser sees
 one set (AWS Lambda developer guide, "Creating and managing Lambda function URLs", CORS; field
 meanings from the API reference, `Cors`). The settings are read from template.yaml, parameters
-resolved from their defaults or from the values given, as a deploy would resolve them.
+resolved from their defaults or from the values given, as a deploy would resolve them. The
+template's lists are streamfn.origins.CORS, the contract the app's own CORS keeps too
+(tests/infra/test_template.py holds them equal); a `UrlCors` made here without the template
+keeps it as well.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from streamfn.origins import CORS
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 
@@ -36,13 +41,20 @@ def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any
 _CloudFormation.add_multi_constructor("!", _tag)
 
 
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    """template.yaml as plain data, its CloudFormation tags as `{"Ref": ...}`-style dicts."""
+    # A SafeLoader subclass: plain data and the CloudFormation tags, nothing executable.
+    document: dict[str, Any] = yaml.load(path.read_text(), Loader=_CloudFormation)
+    return document
+
+
 @dataclass(frozen=True)
 class UrlCors:
     allow_origins: tuple[str, ...] = ()
-    allow_methods: tuple[str, ...] = ()
-    allow_headers: tuple[str, ...] = ()
-    expose_headers: tuple[str, ...] = ()
-    max_age: int = 0
+    allow_methods: tuple[str, ...] = CORS.allow_methods
+    allow_headers: tuple[str, ...] = CORS.allow_headers
+    expose_headers: tuple[str, ...] = CORS.expose_headers
+    max_age: int = CORS.max_age_s
     allow_credentials: bool = False
 
     @classmethod
@@ -52,9 +64,9 @@ class UrlCors:
         parameters: Mapping[str, str] | None = None,
         function: str = "StreamFunction",
     ) -> UrlCors | None:
-        """The `Cors` of `function`'s FunctionUrlConfig; None when it has none."""
-        # A SafeLoader subclass: plain data and the CloudFormation tags, nothing executable.
-        template = yaml.load(path.read_text(), Loader=_CloudFormation)
+        """The `Cors` of `function`'s FunctionUrlConfig, as the template has it (a list it
+        leaves out is empty, as AWS takes it); None when it has none."""
+        template = load_template(path)
         given = dict(parameters or {})
         defaults = {
             name: str(spec.get("Default", ""))
@@ -132,7 +144,7 @@ def reserved_concurrency(
 ) -> int | None:
     """`function`'s ReservedConcurrentExecutions as template.yaml sets it (a parameter's value
     or default); None when it has none."""
-    template = yaml.load(path.read_text(), Loader=_CloudFormation)
+    template = load_template(path)
     value = template["Resources"][function]["Properties"].get("ReservedConcurrentExecutions")
     if isinstance(value, dict) and "Ref" in value:
         name = value["Ref"]

@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from streamfn.controls import header_value
+from streamfn.observability import Trail
 from streamfn.resume import Head
 from streamfn.settings import Settings
 from streamfn.telemetry import Telemetry
@@ -78,13 +79,16 @@ class Accountant:
 
     def __init__(self, settings: Settings, store: UsageStore | None) -> None:
         self.store = store
-        self._telemetry = Telemetry(settings)
+        self.telemetry = Telemetry(settings)
         self._timeout_s = settings.usage_write_timeout_s
 
-    def open(self, tally: Tally) -> UsageRecord:
+    def open(self, tally: Tally, trail: Trail | None = None) -> UsageRecord:
         """Open `tally`'s record: written in the background (the request does not wait for
-        it), and awaited by `settle` before the real record replaces it."""
+        it), and awaited by `settle` before the real record replaces it. `trail` (the same
+        one `settle` gets) follows its attempts at providers, for telemetry."""
         record = tally.opening()
+        if trail is not None:
+            self.telemetry.request_opened(trail)
         if self.store is not None:
             tally.opened = asyncio.ensure_future(self._write(record))
         return record
@@ -106,7 +110,7 @@ class Accountant:
         except Exception:
             logger.exception("usage record not stored", extra={"usage_record": record.fields()})
 
-    async def settle(self, tally: Tally, status: int) -> None:
+    async def settle(self, tally: Tally, status: int, trail: Trail | None = None) -> None:
         record = tally.record(status)
         if tally.lease is not None:  # first: a waiting request should not wait for the store
             try:
@@ -115,7 +119,7 @@ class Accountant:
             except Exception:  # the record below must still be written
                 logger.exception("limits not released for request %s", record.request_id)
         try:
-            self._telemetry.request_ended(record, tally)
+            self.telemetry.request_ended(record, tally, trail)
         except Exception:
             logger.exception("telemetry failed for request %s", record.request_id)
         if self.store is None:
@@ -125,20 +129,30 @@ class Accountant:
         await self._write(record)
 
     async def aclose(self) -> None:
-        if self.store is not None:
-            await self.store.aclose()
+        try:
+            if self.store is not None:
+                await self.store.aclose()
+        finally:
+            await self.telemetry.aclose()
 
 
 class Accounted(Response):
     """`response`, sent as is with an `X-Request-Id` header; the account settles after it."""
 
-    def __init__(self, response: Response, tally: Tally, accountant: Accountant) -> None:
+    def __init__(
+        self,
+        response: Response,
+        tally: Tally,
+        accountant: Accountant,
+        trail: Trail | None = None,
+    ) -> None:
         # No Response.__init__: this response has no body of its own, it sends `response`'s.
         self.response = response
         self.status_code = response.status_code
         self.background = None  # FastAPI hangs its BackgroundTasks here; they run last
         self._tally = tally
         self._accountant = accountant
+        self._trail = trail
         response.headers["x-request-id"] = tally.request_id
         if tally.served:  # made after the first chunk: the provider that answered is known
             served = f"{tally.provider}/{tally.request.model}"
@@ -158,6 +172,6 @@ class Accounted(Response):
         finally:
             # Shielded: a server shutting down must not cut the record short either.
             with anyio.CancelScope(shield=True):
-                await self._accountant.settle(self._tally, status)
+                await self._accountant.settle(self._tally, status, self._trail)
         if self.background is not None:
             await self.background()

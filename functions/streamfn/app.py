@@ -44,7 +44,7 @@ from streamfn.openapi import (
     refusals,
     responses,
 )
-from streamfn.origins import CrossOrigin, Origins
+from streamfn.origins import CORS, CrossOrigin, Origins
 from streamfn.pipeline import Pipeline, Refused
 from streamfn.providers import ProviderRegistry, ProviderSpec
 from streamfn.providers.registry import builtin_specs, default_provider, unreachable
@@ -166,8 +166,7 @@ def create_app(
             anyio.Event()
             await registry.prepare()
             await streams.prepare()
-            if kept.store is not None:
-                await kept.store.prepare()
+            await kept.prepare()
             await _prepare_database(settings)
             yield
         finally:
@@ -190,10 +189,14 @@ def create_app(
         description="Stream LLM responses token by token over Server-Sent Events: streamfn's "
         "own events, OpenAI's Chat Completions and Responses APIs, Anthropic's Messages API, and "
         "the Vercel AI SDK's UI message stream.",
+        # OpenTelemetry: each request's HTTP server span, continuing an incoming traceparent
+        # (on every route), when OTLP export is on (streamfn.telemetry).
+        telemetry=accountant.telemetry.http(),
     )
     abortable(app)
     app.state.settings = settings
     app.state.providers = registry
+    app.state.telemetry = accountant.telemetry  # streamfn.observability.flush finds it here
     app.add_exception_handler(RequestValidationError, on_invalid_body)
     app.add_exception_handler(HTTPException, on_http_exception)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, render=_refusal)
@@ -209,9 +212,10 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["content-type", "authorization", "x-api-key", "last-event-id"],
-            expose_headers=["x-request-id", "x-streamfn-served-by", "x-stream-id"],
+            allow_methods=CORS.allow_methods,
+            allow_headers=CORS.allow_headers,
+            expose_headers=CORS.expose_headers,
+            max_age=CORS.max_age_s,
         )
 
     pipeline = Pipeline(settings, registry, accountant, streams)
@@ -451,6 +455,16 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    if (prometheus := accountant.telemetry.prometheus) is not None:
+        from streamfn.observability.prometheus import refusal as metrics_refusal
+
+        @app.get("/metrics", response_class=Response, include_in_schema=False)
+        async def metrics(request: Request) -> Response:
+            """Prometheus' scrape (STREAMFN_METRICS=prometheus): with a streamfn credential
+            when auth is on, else from this machine only."""
+            refused = await metrics_refusal(request, gate, _refusal)
+            return refused or prometheus.scrape(request.headers.get("accept"))
+
     @app.get("/providers")
     async def list_providers() -> dict[str, Any]:
         """The configured providers, their default models, and the default provider.
@@ -470,16 +484,58 @@ def create_app(
             listed.append(entry)
         return {"default": registry.default, "providers": listed}
 
+    # The chat page runs its own origin's script and styles and nothing else: no inline script,
+    # no event handler attribute, no eval, no plugin, no frame. What a model writes is escaped
+    # and sanitized before it reaches the DOM (static/markdown.js); should anything get past
+    # that, this is what keeps it from running (issue #27). Trusted Types make every string
+    # HTML sink (innerHTML, document.write, a script's text) throw unless the string went
+    # through DOMPurify's policy, the one policy allowed. Attached images are data: URLs.
+    page_policy = "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+            "require-trusted-types-for 'script'",
+            "trusted-types dompurify",
+        ]
+    )
+    page_headers = {"content-security-policy": page_policy, "x-content-type-options": "nosniff"}
+
     # HEAD too: Claude Code checks that its base URL answers before it sends a request.
     @app.api_route(
         "/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False
     )
     async def demo_page() -> HTMLResponse:
-        return HTMLResponse(_static("index.html"))
+        return HTMLResponse(_static("index.html"), headers=page_headers)
 
     @app.get("/streamfn.js", include_in_schema=False)
     async def javascript_client() -> Response:
         """streamfn's JavaScript client, an ES module (see README, "JavaScript client")."""
         return Response(_static("streamfn.js"), media_type="text/javascript; charset=utf-8")
+
+    # The page's own files, beside it at the root (the page names them relatively). The
+    # Markdown bundle is built from web/ (make bundle) and committed.
+    page_files = {
+        "/chat.js": ("chat.js", "text/javascript; charset=utf-8"),
+        "/markdown.js": ("markdown.js", "text/javascript; charset=utf-8"),
+        "/chat.css": ("chat.css", "text/css; charset=utf-8"),
+        "/favicon.svg": ("favicon.svg", "image/svg+xml"),
+        # What a browser asks for on any page that names no icon (/docs, /healthz).
+        "/favicon.ico": ("favicon.svg", "image/svg+xml"),
+    }
+
+    async def page_file(request: Request) -> Response:
+        name, media_type = page_files[request.scope["route"].path]
+        return Response(
+            _static(name), media_type=media_type, headers={"x-content-type-options": "nosniff"}
+        )
+
+    for path in page_files:
+        app.add_api_route(path, page_file, methods=["GET"], include_in_schema=False)
 
     return app

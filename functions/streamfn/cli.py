@@ -1,6 +1,6 @@
-"""The `streamfn` command: `usage` (token totals from the local usage store, or a deployed
-stack's DynamoDB table) and `keys` (API keys: create, list, revoke; in the local SQLite file, or
-the DynamoDB table with --table)."""
+"""The `streamfn` command: `usage` (token and cost totals from the local usage store, or a
+deployed stack's DynamoDB table) and `keys` (API keys: create, list, revoke; in the local
+SQLite file, or the DynamoDB table with --table)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from streamfn.settings import Settings
 from streamfn.stores import DynamoDBUsageStore, SqliteUsageStore
 
 _HEADER = ("day", "provider", "model", "requests", "input", "output", "estimated", "failed",
-           "cancelled")  # fmt: skip
+           "cancelled", "cost_usd")  # fmt: skip
 
 
 def _table(rows: Sequence[tuple[str, ...]], left: int = 3) -> str:
@@ -87,6 +87,7 @@ def usage(
             t.model,
             *(str(n) for n in (t.requests, t.input_tokens, t.output_tokens)),
             *(str(n) for n in (t.estimated, t.failed, t.cancelled)),
+            "unknown" if t.cost_usd is None else f"{t.cost_usd:.6f}",
         )
         for t in totals
     ]
@@ -120,6 +121,12 @@ async def _keys(args: argparse.Namespace) -> int:
                 )
                 if value is not None
             }
+            if args.budget_usd is not None:
+                limits["budget_usd"] = args.budget_usd
+                limits["budget_period"] = args.budget_period or "day"
+            elif args.budget_period is not None:
+                sys.stderr.write("--budget-period goes with --budget-usd\n")
+                return 2
             if args.models:
                 limits["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
             key, record = keys.create(args.name, expires_in_s=expires, limits=limits)
@@ -155,6 +162,13 @@ async def _keys(args: argparse.Namespace) -> int:
         await store.aclose()
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive amount")
+    return value
+
+
 def _day(at: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(at))
 
@@ -164,9 +178,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     totals = commands.add_parser(
         "usage",
-        help="token totals per day (UTC), provider and model",
-        description="Token totals per day (UTC), provider and model, newest first. "
-        "'estimated' counts requests cut short before the provider reported usage.",
+        help="token and cost totals per day (UTC), provider and model",
+        description="Token and cost totals per day (UTC), provider and model, newest first. "
+        "'estimated' counts requests cut short before the provider reported usage; "
+        "'cost_usd' is in USD, of the requests whose model has a known price ('unknown' when "
+        "none has).",
     )
     totals.add_argument(
         "--db",
@@ -205,6 +221,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     create.add_argument("--rpm", type=int, default=None, help="requests per minute")
     create.add_argument("--concurrency", type=int, default=None, help="open streams at once")
     create.add_argument("--tokens-per-day", type=int, default=None, help="tokens per UTC day")
+    create.add_argument(
+        "--budget-usd",
+        type=_positive,
+        default=None,
+        help="what the key may spend per --budget-period, in USD (priced with genai-prices)",
+    )
+    create.add_argument(
+        "--budget-period",
+        choices=("day", "month"),
+        default=None,
+        help="the budget's period, a UTC day (the default) or month",
+    )
     create.add_argument(
         "--models", default=None, help="only these provider/model patterns (anthropic/*,...)"
     )

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import email.message
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.responses import Response
@@ -37,6 +38,40 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 # The verdicts of Sec-Fetch-Site that are not another origin's request.
 _OWN = frozenset({"same-origin", "none"})
+
+
+@dataclass(frozen=True, slots=True)
+class CorsContract:
+    """What a page on an allowed origin may send and read: the methods and request headers a
+    preflight allows, the response headers the page may read, how long a preflight holds."""
+
+    allow_methods: tuple[str, ...]
+    allow_headers: tuple[str, ...]
+    expose_headers: tuple[str, ...]
+    max_age_s: int
+
+
+# The one CORS contract (issue #23), wherever streamfn answers a browser: the app's
+# CORSMiddleware (uvicorn), template.yaml's function URL `Cors` (AWS answers preflights there,
+# without invoking the function; tests/infra/test_template.py holds the template to this) and
+# the local function URL (local/url_cors.py). Headers lower-case, as HTTP/2 sends them.
+CORS = CorsContract(
+    # DELETE: `DELETE /v1/responses/{id}` (the Responses API, #21).
+    allow_methods=("GET", "POST", "DELETE"),
+    # x-api-key: the Anthropic SDKs' key header; last-event-id: a fetch-based resume.
+    allow_headers=("x-api-key", "last-event-id", "authorization", "content-type"),
+    # x-stream-id: what a client resumes or stops (streamfn.js reads it).
+    expose_headers=(
+        "x-request-id",
+        "x-stream-id",
+        "x-streamfn-served-by",
+        # The usage of an answer sent whole (not streamed).
+        "x-streamfn-input-tokens",
+        "x-streamfn-output-tokens",
+        "x-streamfn-cost-usd",
+    ),
+    max_age_s=600,
+)
 
 
 def is_json(content_type: str) -> bool:

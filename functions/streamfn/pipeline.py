@@ -23,6 +23,8 @@ from streamfn.chunks import Finish, StreamChunk, StreamError, Usage
 from streamfn.content import InvalidContent
 from streamfn.dialects import Dialect, Encode
 from streamfn.guard import Bounds, guard
+from streamfn.observability import Trail
+from streamfn.prices import Prices
 from streamfn.providers import ProviderRegistry, ProviderSpec, UnknownProviderError
 from streamfn.quotas import Exceeded, Quota, Quotas, Unavailable, from_settings
 from streamfn.request import ChatRequest, Limits, check
@@ -113,8 +115,14 @@ class Pipeline:
         )
         self.quotas: Quotas = from_settings(settings)
         self.quota = Quota(
-            settings.requests_per_minute, settings.concurrent_streams, settings.tokens_per_day
+            settings.requests_per_minute,
+            settings.concurrent_streams,
+            settings.tokens_per_day,
+            settings.budget_usd_per_day,
         )
+        self.prices = Prices.from_settings(settings)
+        self.prices.preload(spec.name for spec in registry.specs)
+        self._unpriced: set[str] = set()  # models admitted on a budget without a price
         self.limits = Limits(
             max_images=settings.max_images,
             max_image_bytes=settings.max_image_bytes,
@@ -178,23 +186,43 @@ class Pipeline:
         return not patterns or any(fnmatchcase(f"{provider}/{model}", p) for p in patterns)
 
     async def _lease(self, request: Request, tally: Tally) -> None:
-        """Hold the caller's limits for this request; `Refused` with a 429 when one is reached,
-        and with a 403 for a model a key is not allowed."""
-        if not self.key_allows(request, tally.provider, tally.request.model):
-            model = f"{tally.provider}/{tally.request.model}"
-            raise Refused(403, "forbidden", f"this API key may not use {model}", "model")
+        """Hold the caller's limits for this request; `Refused` with a 429 when one is reached
+        (`budget_exceeded` for a budget), and with a 403 for a model a key is not allowed.
+        The tally prices the request from here on."""
+        provider, model = tally.provider, tally.request.model
+        if not self.key_allows(request, provider, model):
+            raise Refused(403, "forbidden", f"this API key may not use {provider}/{model}", "model")
+        tally.prices = self.prices
+        await self.prices.prepare(provider, model)  # genai-prices' data, loaded once
         admitted = request.scope.get("streamfn.identity")
         quota = self.quota.overridden(admitted.limits) if admitted is not None else self.quota
         if quota.unlimited:
             return
         chat = tally.request
-        reserve = Usage.estimate(chat.prompt_text(), "").input_tokens + (chat.max_tokens or 0)
+        input_tokens = Usage.estimate(chat.prompt_text(), "").input_tokens
+        reserve = input_tokens + (chat.max_tokens or 0)
+        reserve_usd = None
+        if quota.budget_usd is not None:
+            # What it could cost at most: input, and max_tokens of output (the cap when it
+            # asked for none; with no cap, its input only).
+            reserve_usd = self.prices.most(
+                provider, model, input_tokens, chat.max_tokens or 0, at=tally.started_at
+            )
+            if reserve_usd is None and f"{provider}/{model}" not in self._unpriced:
+                self._unpriced.add(f"{provider}/{model}")
+                logger.warning(
+                    "%s/%s has no known price (STREAMFN_PRICES can give it one): requests to "
+                    "it are admitted on a budget without reserving anything, and cost nothing "
+                    "there",
+                    provider,
+                    model,
+                )
         try:
-            tally.lease = await self.quotas.acquire(owner(request), quota, reserve)
+            lease = await self.quotas.acquire(owner(request), quota, reserve, reserve_usd)
         except Exceeded as exc:
             retry_after = str(max(1, math.ceil(exc.retry_after_s)))
             raise Refused(
-                429, "rate_limit", exc.message, headers={"Retry-After": retry_after}
+                429, exc.type, exc.message, headers={"Retry-After": retry_after}
             ) from None
         except Unavailable as exc:
             logger.error("limits store unavailable (%s): refusing rather than not counting", exc)
@@ -204,6 +232,7 @@ class Pipeline:
                 "limits cannot be checked just now",
                 headers={"Retry-After": "1"},
             ) from None
+        tally.hold(lease)
 
     def _candidates(
         self, request: Request, spec: ProviderSpec, chat: ChatRequest, fallbacks: Sequence[str]
@@ -232,6 +261,8 @@ class Pipeline:
         chat: ChatRequest,
         fallbacks: Sequence[str],
         before_end: Ending | None = None,
+        *,
+        trail: Trail,
     ) -> tuple[Tally, AsyncGenerator[StreamChunk, None]]:
         tally = Tally(
             request_id(request),
@@ -247,6 +278,7 @@ class Pipeline:
 
         def open_attempt(index: int, first_token_s: float) -> AsyncGenerator[StreamChunk, None]:
             spec, chat = candidates[index]
+            trail.started(index, spec.name, chat.model)
             bounds = Bounds(
                 first_token_s=first_token_s,
                 idle_s=settings.idle_timeout_s,
@@ -266,8 +298,9 @@ class Pipeline:
             RetryPolicy(settings.upstream_retries, max_wait_s=settings.retry_max_wait_s),
             settings.first_token_timeout_s,
             served,
+            on_failed=trail.failed,
         )
-        self.accountant.open(tally)
+        self.accountant.open(tally, trail)
         observed = tally.observe(chunks)
         return tally, observed if before_end is None else _ending(observed, before_end)
 
@@ -291,7 +324,10 @@ class Pipeline:
         next, so `encode` has seen every earlier one)."""
         try:
             await self._unused(stream_id)
-            tally, chunks = await self._start(request, spec, chat, fallbacks, before_end)
+            trail = Trail(spec.name, chat.model, streamed=True, conversation=chat_id)
+            tally, chunks = await self._start(
+                request, spec, chat, fallbacks, before_end, trail=trail
+            )
         except Refused as exc:
             return exc.response(dialect)
         head = self._head(request, stream_id, chat_id, tally)
@@ -304,7 +340,7 @@ class Pipeline:
             write_timeout_s=self.settings.write_timeout_s,
             early_commit_s=self.settings.early_commit_s,
         )
-        return Accounted(response, tally, self.accountant)
+        return Accounted(response, tally, self.accountant, trail)
 
     async def _unused(self, stream_id: str | None) -> None:
         """`Refused` (409) for a `stream_id` already taken; 503 when that cannot be told."""
@@ -359,8 +395,10 @@ class Pipeline:
     ) -> Response:
         """`chat`'s whole answer in one response, rendered by `render`."""
         try:
-            tally, chunks = await self._start(request, spec, chat, fallbacks)
+            trail = Trail(spec.name, chat.model, streamed=False)
+            tally, chunks = await self._start(request, spec, chat, fallbacks, trail=trail)
         except Refused as exc:
             return exc.response(dialect)
         response = await complete_response(chunks, request, dialect=dialect, render=render)
-        return Accounted(response, tally, self.accountant)
+        response.headers.update(tally.usage_headers())
+        return Accounted(response, tally, self.accountant, trail)

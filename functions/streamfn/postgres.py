@@ -61,6 +61,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX usage_started_at ON usage (started_at);
     """,
+    # What a request cost, and the parts of its tokens (#26).
+    """
+    ALTER TABLE usage
+        ADD COLUMN cached_input_tokens BIGINT,
+        ADD COLUMN cache_creation_input_tokens BIGINT,
+        ADD COLUMN reasoning_tokens BIGINT,
+        ADD COLUMN cost_usd DOUBLE PRECISION;
+    """,
 )
 
 

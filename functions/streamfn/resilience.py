@@ -33,6 +33,11 @@ class RetryPolicy:
 
 
 Open = Callable[[int, float], AsyncGenerator[StreamChunk, None]]
+Failed = Callable[[StreamError, float | None], None]
+
+
+def _unheard(_error: StreamError, _retry_in_s: float | None) -> None:
+    pass
 
 
 def backoff(policy: RetryPolicy, attempt: int, retry_after: float | None) -> float:
@@ -47,10 +52,14 @@ async def first_success(
     policy: RetryPolicy,
     first_token_s: float,
     on_served: Callable[[int], None],
+    *,
+    on_failed: Failed = _unheard,
 ) -> AsyncGenerator[StreamChunk, None]:
     """The chunks of the first attempt that gets past its first chunk. `open_attempt(i,
     first_token_s)` opens candidate `i` with what is left of the first-token budget;
-    `on_served(i)` is told which candidate answered, before its first chunk is passed on."""
+    `on_served(i)` is told which candidate answered, before its first chunk is passed on;
+    `on_failed(error, retry_in_s)` that the attempt just opened failed before it, and whether
+    the same candidate is tried again after `retry_in_s` (None: it is not), for its span."""
     loop = asyncio.get_running_loop()
     ends_at = loop.time() + first_token_s
     failure: StreamError | None = None
@@ -72,13 +81,16 @@ async def first_success(
                     return
             failure = first
             if not first.retryable:
+                on_failed(first, None)
                 yield first
                 return
             wait = backoff(policy, attempt, first.retry_after)
             last_try = attempt == policy.retries
             if last_try or wait > policy.max_wait_s or wait >= ends_at - loop.time():
+                on_failed(first, None)
                 logger.info("candidate %d failed (%s): next candidate", index, first.type)
                 break
+            on_failed(first, wait)
             logger.info("candidate %d failed (%s): retrying in %.2f s", index, first.type, wait)
             await asyncio.sleep(wait)
     if failure is None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -30,6 +31,18 @@ class CompatibleProvider(BaseModel):
         "to it as the client sent them; else (and every other protocol's, always) they are "
         "translated to Chat Completions.",
     )
+
+
+class ModelPrices(BaseModel):
+    """A model's prices in USD per million tokens (STREAMFN_PRICES); cached input costs what
+    input does unless priced apart."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_mtok: Decimal = Field(ge=0)
+    output_mtok: Decimal = Field(ge=0)
+    cache_read_mtok: Decimal | None = Field(default=None, ge=0)
+    cache_write_mtok: Decimal | None = Field(default=None, ge=0)
 
 
 def in_lambda() -> bool:
@@ -202,6 +215,14 @@ class Settings(BaseSettings):
     tokens_per_day: int | None = Field(
         default=None, ge=1, description="Tokens per identity per UTC day; unset: no limit."
     )
+    budget_usd_per_day: float | None = Field(
+        default=None,
+        gt=0,
+        description="What each identity may spend per UTC day, in USD (a key's own budget, "
+        "`streamfn keys create --budget-usd`, replaces it): a request is admitted while what "
+        "the identity spent and reserved (what its max_tokens could cost) is under it; "
+        "unset: no budget.",
+    )
     allowed_models: Annotated[list[str], NoDecode] = Field(
         default=[],
         description="provider/model patterns requests may use (JSON or comma list; "
@@ -351,17 +372,75 @@ class Settings(BaseSettings):
     usage_write_timeout_s: float = Field(
         default=10, gt=0, description="Longest wait for a store to take one usage record."
     )
+    prices: dict[str, ModelPrices | str | None] = Field(
+        default={},
+        description="Prices that override or add to genai-prices', per provider/model (or "
+        'pattern), as JSON: {"vllm/llama-3.3-70b": {"input_mtok": 0.6, "output_mtok": 0.6}} '
+        '(USD per million tokens; cache_read_mtok and cache_write_mtok too), {"openai/*": '
+        '"openai"} (priced as genai-prices\' provider, and model if named: a proxy in front of '
+        "OpenAI), or null (no price).",
+    )
     log_content: bool = Field(
         default=False,
-        description="Put messages and generated text in the request-end log line. Off by "
+        description="Put messages and generated text in the request-end log line, and in "
+        "OpenTelemetry spans (gen_ai.input.messages, gen_ai.output.messages). Off by "
         "default: prompts may hold personal data.",
     )
-    metrics: Literal["emf", "log", "off"] = Field(
+    metrics: Literal["emf", "log", "prometheus", "off"] = Field(
         default_factory=lambda: "emf" if in_lambda() else "log",
         description="Per-request metrics: CloudWatch EMF on stdout (default in Lambda), a log "
-        "line (default elsewhere), or none.",
+        "line (default elsewhere), Prometheus' GET /metrics (prometheus-client; behind auth "
+        "when auth is on, else for this machine only), or none.",
     )
     metrics_namespace: str = Field(default="streamfn", description="CloudWatch namespace.")
+    # OpenTelemetry: the standard variables (unprefixed), of which streamfn reads those that
+    # decide what is exported; the SDK reads the others itself (headers, timeout, service name,
+    # resource attributes, sampler). No endpoint: nothing is exported, nor the SDK imported.
+    otel_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="OTLP/HTTP collector base URL (http://localhost:4318): traces to "
+        "/v1/traces, metrics to /v1/metrics.",
+    )
+    otel_traces_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        description="The URL spans go to, as is (else the base URL's /v1/traces).",
+    )
+    otel_metrics_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        description="The URL metrics go to, as is (else the base URL's /v1/metrics).",
+    )
+    otel_traces_protocol: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
+        ),
+        description="http/protobuf, the only one streamfn speaks (others: nothing exported).",
+    )
+    otel_metrics_protocol: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
+        ),
+        description="As OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, for metrics.",
+    )
+    otel_traces_exporter: str = Field(
+        default="otlp",
+        validation_alias="OTEL_TRACES_EXPORTER",
+        description="otlp, or none: no spans exported.",
+    )
+    otel_metrics_exporter: str = Field(
+        default="otlp",
+        validation_alias="OTEL_METRICS_EXPORTER",
+        description="otlp, or none: no metrics exported.",
+    )
+    otel_sdk_disabled: bool = Field(
+        default=False,
+        validation_alias="OTEL_SDK_DISABLED",
+        description="true: nothing exported, whatever the endpoints.",
+    )
 
     @field_validator("cors_origins", "allowed_models", "jwt_algorithms", mode="before")
     @classmethod

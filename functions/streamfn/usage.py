@@ -3,6 +3,9 @@
 A `Tally` watches a guarded chunk stream go by and, once the response has been sent, becomes a
 `UsageRecord`. Stores (`streamfn.stores`) keep records; they implement `UsageStore`.
 
+A record carries what the request cost (`cost_usd`, `streamfn.prices`): None where the model's
+price is not known, and for a record as opened or completed after its process died.
+
 A record is opened when the request reaches a provider (`Tally.opening`, outcome `interrupted`,
 status 0) and replaced by the real one when the request settles: a process that dies in between
 leaves the opened record, which a process that finds the dead stream in the log completes with
@@ -31,6 +34,7 @@ from streamfn.chunks import (
     generated,
     tokens_in,
 )
+from streamfn.prices import Prices, cost_of, usd
 from streamfn.quotas import Lease
 from streamfn.request import ChatRequest
 
@@ -57,6 +61,11 @@ class UsageRecord:
     finish_reason: FinishReason | None = None
     error_type: ErrorType | None = None
     client_disconnected: bool = False
+    # Parts of input_tokens and output_tokens, None where the provider does not say.
+    cached_input_tokens: int | None = None  # read from the provider's prompt cache
+    cache_creation_input_tokens: int | None = None  # written to it
+    reasoning_tokens: int | None = None
+    cost_usd: float | None = None  # what it cost; None when its price is not known
 
     def fields(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +87,7 @@ def interrupted_record(opened: str, *, output_chars: int, ended_at: float) -> Us
         usage_estimated=True,
         duration_ms=_ms(max(ended_at - record.started_at, 0)),
         error_type="interrupted",
+        cost_usd=None,  # its output is an estimate; the process that could price it is gone
     )
 
 
@@ -94,6 +104,7 @@ class Totals:
     estimated: int  # requests whose counts are estimates
     failed: int  # errored, timed out, or interrupted
     cancelled: int
+    cost_usd: float | None = None  # of the requests priced; None when none was
 
 
 class UsageStore(Protocol):
@@ -121,9 +132,15 @@ class Tally:
     _chars: int = 0
     _text: list[str] = field(default_factory=list)
     _final: Finish | StreamError | None = None
-    lease: Lease | None = None  # the request's hold on its identity's limits
+    lease: Lease | None = None  # the request's hold on its identity's limits (`hold`)
     served: bool = False  # a provider (the first, or a fallback) got past its first chunk
     opened: asyncio.Future[None] | None = None  # the write of the record as opened
+    prices: Prices | None = None  # None: nothing is priced
+
+    def hold(self, lease: Lease) -> None:
+        """Keep `lease` until the request settles: released with what the request cost (its
+        releaser gives the tokens; the cost is this tally's)."""
+        self.lease = _Charged(lease, self)
 
     async def observe(
         self, chunks: AsyncGenerator[StreamChunk, None]
@@ -132,7 +149,14 @@ class Tally:
         try:
             async for chunk in chunks:
                 if isinstance(chunk, Finish):
-                    chunk = replace(chunk, served_by=f"{self.provider}/{self.request.model}")
+                    usage = chunk.usage
+                    if self.prices is not None:
+                        await self.prices.prepare(self.provider, self.request.model)
+                        usage = self.prices.priced(
+                            self.provider, self.request.model, usage, at=self.started_at
+                        )
+                    served_by = f"{self.provider}/{self.request.model}"
+                    chunk = replace(chunk, served_by=served_by, usage=usage)
                     self._final = chunk
                 elif isinstance(chunk, StreamError):
                     self._final = chunk
@@ -157,16 +181,42 @@ class Tally:
     def opening(self) -> UsageRecord:
         """The record as opened when the request reaches a provider: what it says if the
         process dies before the request settles."""
-        return replace(self.record(0), outcome="interrupted", error_type="interrupted")
+        return replace(
+            self.record(0, priced=False), outcome="interrupted", error_type="interrupted"
+        )
 
-    def record(self, status: int) -> UsageRecord:
+    def usage(self) -> Usage:
+        """The provider's usage; cut short before it reported any, an estimate of what was
+        sent and received."""
+        if isinstance(self._final, Finish):
+            return self._final.usage
+        return Usage.estimate(self.request.prompt_text(), self._chars)
+
+    def cost_usd(self) -> float | None:
+        """What the request cost (of an estimate's tokens, when it was cut short); None when
+        the model's price is not known."""
+        if isinstance(self._final, Finish):
+            return cost_of(self._final.usage)  # priced as it went past
+        if self.prices is None:
+            return None
+        return self.prices.cost(self.provider, self.request.model, self.usage(), at=self.started_at)
+
+    def usage_headers(self) -> dict[str, str]:
+        """The usage of an answer sent whole, for its response's headers (a stream's is in its
+        last events instead): tokens, and what they cost (`null` when that is not known)."""
+        if not isinstance(self._final, Finish):
+            return {}
+        usage, cost = self._final.usage, self.cost_usd()
+        return {
+            "x-streamfn-input-tokens": str(usage.input_tokens),
+            "x-streamfn-output-tokens": str(usage.output_tokens),
+            "x-streamfn-cost-usd": "null" if cost is None else usd(cost),
+        }
+
+    def record(self, status: int, *, priced: bool = True) -> UsageRecord:
         """The record, once the response has been sent with `status`."""
         final = self._final
-        if isinstance(final, Finish):
-            usage = final.usage
-        else:
-            # Cut short before the provider reported usage: count what was sent and received.
-            usage = Usage.estimate(self.request.prompt_text(), self._chars)
+        usage = self.usage()
         outcome: Outcome
         match final:
             case Finish():
@@ -194,7 +244,23 @@ class Tally:
             error_type=final.type if isinstance(final, StreamError) else None,
             # The stream was closed before its last chunk: only a departed client does that.
             client_disconnected=final is None,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_creation_input_tokens=usage.cache_creation_input_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_usd=self.cost_usd() if priced else None,
         )
+
+
+@dataclass(slots=True)
+class _Charged:
+    """A request's lease, released with the request's cost unless its releaser says it."""
+
+    lease: Lease
+    tally: Tally
+
+    async def release(self, used_tokens: int, spent_usd: float | None = None) -> None:
+        spent = self.tally.cost_usd() if spent_usd is None else spent_usd
+        await self.lease.release(used_tokens, spent)
 
 
 def _ms(seconds: float) -> float:

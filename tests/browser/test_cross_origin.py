@@ -104,7 +104,7 @@ def test_function_url_applies_the_templates_cors(
 ) -> None:
     cors = UrlCors.from_template(parameters={"CorsAllowedOrigins": f"http://x.test,{origin}"})
     assert cors is not None
-    assert cors.allow_methods == ("GET", "POST")  # as template.yaml says
+    assert cors.allow_methods == ("GET", "POST", "DELETE")  # as template.yaml says
     env = {"STREAMFN_CORS_ORIGINS": f'["{origin}"]'} if app_cors_too else {}
     with function_url(cors, **env) as url:
         fetched, streamed = calls(page, origin, url.url)
@@ -126,10 +126,11 @@ def test_function_url_applies_the_templates_cors(
     assert streamed == {"text": "one two three"}
     assert response.headers.get_list("access-control-allow-origin") == [origin]
     assert response.headers.get_list("access-control-expose-headers") == [
-        "x-request-id, x-streamfn-served-by"
+        "x-request-id, x-stream-id, x-streamfn-served-by, x-streamfn-input-tokens, "
+        "x-streamfn-output-tokens, x-streamfn-cost-usd"
     ]
     assert preflight.status_code == 200
-    assert preflight.headers["access-control-allow-methods"] == "GET, POST"
+    assert preflight.headers["access-control-allow-methods"] == "GET, POST, DELETE"
     assert preflight.headers["access-control-max-age"] == "600"
     assert preflights >= 2  # the browser's and ours, answered without invoking the function
 

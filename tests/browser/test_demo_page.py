@@ -199,6 +199,7 @@ def test_with_auth_on_the_page_asks_for_a_key_and_uses_it(page: Page, tmp_path: 
         send(page, "no key yet")
         expect(page.locator(".msg.assistant .error")).to_contain_text("HTTP 401")
         expect(page.locator("#api-key")).to_be_focused()  # the settings opened on it
+        page.check("#remember-key")  # kept across a reload only when asked to be
         page.fill("#api-key", key)
         page.dispatch_event("#api-key", "change")
         send(page, "with a key")

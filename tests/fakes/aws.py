@@ -1,4 +1,5 @@
-"""AWS on loopback: moto's server mode, which speaks the real AWS wire protocols."""
+"""AWS on loopback: moto's server mode, which speaks the real AWS wire protocols. The tables are
+template.yaml's own, made as `make run-lambda` makes them (local/stack.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
-import yaml
 from moto.server import ThreadedMotoServer
+
+from local.stack import create_table
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
@@ -57,56 +59,22 @@ def moto() -> Iterator[Moto]:
     server.stop()
 
 
-def table_definition(resource: str) -> dict[str, Any]:
-    """A table's keys and indexes, read from template.yaml itself."""
-    from local.url_cors import TEMPLATE, _CloudFormation
-
-    document = yaml.load(TEMPLATE.read_text(), Loader=_CloudFormation)
-    properties = document["Resources"][resource]["Properties"]
-    keys = ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
-    return {k: properties[k] for k in keys if k in properties}
-
-
 def create_streams_table(client: DynamoDBClient, name: str) -> None:
     """The stream log as template.yaml declares it: keyed by stream and seq, TTL on ttl."""
-    client.create_table(
-        TableName=name, BillingMode="PAY_PER_REQUEST", **table_definition("StreamsTable")
-    )
-    client.update_time_to_live(
-        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
-    )
+    create_table(client, "StreamsTable", name)
 
 
 def create_usage_table(client: DynamoDBClient, name: str) -> None:
     """The usage table as template.yaml declares it: keyed by request_id, the day index, TTL on
     expires_at."""
-    client.create_table(
-        TableName=name, BillingMode="PAY_PER_REQUEST", **table_definition("UsageTable")
-    )
-    client.update_time_to_live(
-        TableName=name,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
-    )
+    create_table(client, "UsageTable", name)
 
 
 def create_keys_table(client: DynamoDBClient, name: str) -> None:
-    """The API keys table as template.yaml declares it: keyed by key_id."""
-    client.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "key_id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "key_id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    """The API keys table as template.yaml declares it: keyed by key_id, TTL on ttl."""
+    create_table(client, "KeysTable", name)
 
 
 def create_limits_table(client: DynamoDBClient, name: str) -> None:
     """The limits table as template.yaml declares it: keyed by pk, TTL on ttl."""
-    client.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    client.update_time_to_live(
-        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
-    )
+    create_table(client, "LimitsTable", name)

@@ -144,6 +144,7 @@ async def test_a_stream_is_anthropics_events_each_named_by_its_event_line(
             "output_tokens": 3,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
+            "cost_usd": None,  # echo has no price
         },
     }
 

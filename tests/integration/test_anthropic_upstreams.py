@@ -144,6 +144,7 @@ async def test_claude_codes_request_reaches_anthropic_as_it_came(
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 8,
             "output_tokens_details": {"thinking_tokens": 9},
+            "cost_usd": None,  # a fake upstream on loopback: no price is known for it
         },
     }
 

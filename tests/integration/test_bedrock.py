@@ -247,6 +247,10 @@ async def test_reasoning_and_parallel_calls_round_trip_through_the_native_route(
                 "estimated": False,
                 "reasoning_tokens": None,
                 "cached_input_tokens": 100,
+                "cache_creation_input_tokens": 20,
+                # AWS's prices of a US profile of Claude Sonnet 4.5 (genai-prices): $3.30 a
+                # million fresh input tokens, $0.33 read, $4.125 written, $16.50 output.
+                "cost_usd": pytest.approx((30 * 3.3 + 100 * 0.33 + 20 * 4.125 + 12 * 16.5) / 1e6),
                 "provider": "bedrock",
                 "model": fake.MODEL,
             },

@@ -226,6 +226,8 @@ async def test_the_signature_of_a_text_answer_goes_back_on_its_text(
             "estimated": False,
             "reasoning_tokens": 27,
             "cached_input_tokens": None,
+            "cache_creation_input_tokens": None,
+            "cost_usd": None,  # a model genai-prices does not know, at a fake Gemini
             "provider": None,
             "model": g.MODEL,
         }

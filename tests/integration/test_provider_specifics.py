@@ -77,6 +77,8 @@ async def test_anthropic_usage_combines_message_start_and_message_delta(
         "estimated": False,
         "reasoning_tokens": None,
         "cached_input_tokens": 100,
+        "cache_creation_input_tokens": None,
+        "cost_usd": None,  # sent to a server that is not Anthropic's: no price
         "provider": "anthropic",
         "model": "claude-haiku-4-5",
     }
@@ -174,6 +176,8 @@ async def test_ollama_length_and_missing_prompt_count(
         "estimated": True,
         "reasoning_tokens": None,
         "cached_input_tokens": None,
+        "cache_creation_input_tokens": None,
+        "cost_usd": None,  # Ollama has no price
         "provider": "ollama",
         "model": "llama3.2",
     }

@@ -65,6 +65,8 @@ async def test_post_streams_the_reply_exactly_with_ids_usage_and_done(
         "estimated": False,
         "reasoning_tokens": None,
         "cached_input_tokens": None,
+        "cache_creation_input_tokens": None,
+        "cost_usd": None,  # echo has no price
         "provider": "echo",  # what answered
         "model": "echo",
     }

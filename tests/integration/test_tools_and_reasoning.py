@@ -70,7 +70,12 @@ def parsed(event: Received) -> tuple[str, Any]:
 
 
 def usage(
-    input_tokens: int, output_tokens: int, reasoning: int | None, cached: int | None, served: str
+    input_tokens: int,
+    output_tokens: int,
+    reasoning: int | None,
+    cached: int | None,
+    served: str,
+    written: int | None = None,
 ) -> Any:
     provider, model = served.split("/")
     return (
@@ -81,6 +86,8 @@ def usage(
             "estimated": False,
             "reasoning_tokens": reasoning,
             "cached_input_tokens": cached,
+            "cache_creation_input_tokens": written,
+            "cost_usd": None,  # the fake upstreams are not the providers' own APIs: no price
             "provider": provider,
             "model": model,
         },
@@ -212,7 +219,7 @@ async def test_anthropic_thinking_signature_text_and_tool_use(
         delta("toolu_01", 'ris"}'),
         call("toolu_01", "get_weather", '{"city": "Paris"}'),
         # message_delta's usage is cumulative and came twice: the last one counts, not the sum.
-        usage(30 + 8, 25, 9, 8, "anthropic/claude-haiku-4-5"),
+        usage(30 + 8, 25, 9, 8, "anthropic/claude-haiku-4-5", written=0),
         ("done", "tool_calls"),
     ]
 

@@ -29,11 +29,11 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_usage_prints_totals_per_day_provider_and_model(tmp_path: Path) -> None:
     db = tmp_path / "usage.sqlite3"
     store = SqliteUsageStore(db)
-    for n, (provider, model, output, estimated) in enumerate(
+    for n, (provider, model, output, estimated, cost) in enumerate(
         [
-            ("openai", "gpt-4o-mini", 12, False),
-            ("openai", "gpt-4o-mini", 30, True),
-            ("anthropic", "claude-haiku-4-5", 7, False),
+            ("openai", "gpt-4o-mini", 12, False, 0.0000222),
+            ("openai", "gpt-4o-mini", 30, True, 0.000033),
+            ("anthropic", "claude-haiku-4-5", 7, False, None),  # a price not known
         ]
     ):
         store.write_sync(
@@ -50,6 +50,7 @@ def test_usage_prints_totals_per_day_provider_and_model(tmp_path: Path) -> None:
                 usage_estimated=estimated,
                 duration_ms=10.0,
                 client_disconnected=estimated,
+                cost_usd=cost,
             )
         )
     store.close()
@@ -57,11 +58,11 @@ def test_usage_prints_totals_per_day_provider_and_model(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "day         provider   model             requests  input  output  estimated  failed  "
-        "cancelled",
+        "cancelled  cost_usd",
         "2025-11-24  anthropic  claude-haiku-4-5         1    100       7          0       0  "
-        "        0",
+        "        0   unknown",
         "2025-11-24  openai     gpt-4o-mini              2    200      42          1       0  "
-        "        1",
+        "        1  0.000055",
     ]
     # --days counts back from now: a record from 2025 is outside the last week.
     recent = run("usage", "--db", str(db), "--days", "7")
@@ -113,10 +114,14 @@ def test_usage_reads_a_deployed_stacks_table_by_day(
         store.write_sync(r)
     today = time.strftime("%Y-%m-%d", time.gmtime(now))
     yesterday = time.strftime("%Y-%m-%d", time.gmtime(now - 86400))
+    # No cost: these records have none (tests/integration/test_cost.py totals some).
     expected = [
-        "day         provider   model  requests  input  output  estimated  failed  cancelled",
-        f"{today}  openai     m             2     20      12          0       1          0",
-        f"{yesterday}  anthropic  m             1     10       3          0       0          1",
+        "day         provider   model  requests  input  output  estimated  failed  cancelled"
+        "  cost_usd",
+        f"{today}  openai     m             2     20      12          0       1          0"
+        "   unknown",
+        f"{yesterday}  anthropic  m             1     10       3          0       0          1"
+        "   unknown",
     ]
     by_table = run("usage", "--table", table, "--days", "3", env=env)
     assert by_table.returncode == 0, by_table.stderr

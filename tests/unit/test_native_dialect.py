@@ -14,10 +14,10 @@ from streamfn.chunks import (
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
-    Usage,
 )
 from streamfn.content import Reasoning, ToolCall
 from streamfn.dialects.native import events
+from streamfn.prices import PricedUsage
 from streamfn.sse import encode
 
 
@@ -60,11 +60,12 @@ def wire(chunk: StreamChunk, first_id: int = 7) -> bytes:
         (
             Finish(
                 "tool_calls",
-                Usage(30, 12, reasoning_tokens=5, cached_input_tokens=8),
+                PricedUsage(30, 12, reasoning_tokens=5, cached_input_tokens=8, cost_usd=0.0001645),
                 served_by="openai/gpt-4o",
             ),
             b'id: 7\nevent: usage\ndata: {"input_tokens":30,"output_tokens":12,"estimated":false,'
-            b'"reasoning_tokens":5,"cached_input_tokens":8,"provider":"openai","model":"gpt-4o"}'
+            b'"reasoning_tokens":5,"cached_input_tokens":8,"cache_creation_input_tokens":null,'
+            b'"cost_usd":0.0001645,"provider":"openai","model":"gpt-4o"}'
             b"\n\n"
             b"id: 8\nevent: done\ndata: tool_calls\n\n",
         ),

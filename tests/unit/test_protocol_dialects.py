@@ -22,6 +22,7 @@ from streamfn.chunks import (
 )
 from streamfn.content import Reasoning, ToolCall
 from streamfn.dialects import aisdk, openai
+from streamfn.prices import PricedUsage
 from streamfn.sse import encode
 from streamfn.streaming import error_response
 
@@ -33,7 +34,17 @@ STREAM: list[StreamChunk] = [
     ToolCallStart("call_1", "get_weather"),
     ToolCallDelta("call_1", '{"city":"Paris"}'),
     ToolCallEnd(CALL),
-    Finish("tool_calls", Usage(5, 7, reasoning_tokens=1, cached_input_tokens=2)),
+    Finish(
+        "tool_calls",
+        PricedUsage(
+            5,
+            7,
+            reasoning_tokens=1,
+            cached_input_tokens=2,
+            cache_creation_input_tokens=1,
+            cost_usd=0.000042,
+        ),
+    ),
 ]
 
 
@@ -75,8 +86,8 @@ def test_openai_chunks_byte_for_byte(monkeypatch: pytest.MonkeyPatch) -> None:
             ),
             chunk(7, "{}", '"tool_calls"'),
             f'id: 8\ndata: {head}"choices":[],"usage":{{"prompt_tokens":5,"completion_tokens":7,'
-            '"total_tokens":12,"prompt_tokens_details":{"cached_tokens":2},'
-            '"completion_tokens_details":{"reasoning_tokens":1}}}\n\n',
+            '"total_tokens":12,"prompt_tokens_details":{"cached_tokens":2,"cache_write_tokens":1},'
+            '"completion_tokens_details":{"reasoning_tokens":1},"cost_usd":4.2e-05}}\n\n',
             "id: 9\ndata: [DONE]\n\n",
         ]
     )
@@ -147,7 +158,9 @@ def test_ai_sdk_parts_byte_for_byte() -> None:
         '{"type":"finish-step"}',
         '{"type":"finish","finishReason":"tool-calls","messageMetadata":{"provider":"echo",'
         '"model":"echo","usage":{"inputTokens":5,"outputTokens":7,"totalTokens":12,'
-        '"reasoningTokens":1,"cachedInputTokens":2}}}',
+        '"inputTokenDetails":{"noCacheTokens":2,"cacheReadTokens":2,"cacheWriteTokens":1},'
+        '"outputTokenDetails":{"textTokens":6,"reasoningTokens":1},'
+        '"reasoningTokens":1,"cachedInputTokens":2,"costUsd":4.2e-05}}}',
         "[DONE]",
     ]
     expected = "".join(f"id: {i + 1}\ndata: {line}\n\n" for i, line in enumerate(lines))

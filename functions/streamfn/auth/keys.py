@@ -34,6 +34,9 @@ class ApiKey:
     created_at: float
     expires_at: float | None = None
     revoked_at: float | None = None
+    # The key's own limits (`streamfn keys create`), in place of the defaults they name:
+    # requests_per_minute, concurrent_streams, tokens_per_day, budget_usd with budget_period
+    # (day or month), and models (provider/model patterns).
     limits: dict[str, Any] = field(default_factory=dict)
 
     def usable(self, now: float) -> str | None:

@@ -4,6 +4,7 @@ streamed out to the Runtime API as the app sends it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from streamfn.awslambda.runtime_api import Invocation, RuntimeAPI, StreamedRespo
 logger = logging.getLogger(__name__)
 
 _CONFIG: LambdaConfig = {"api_gateway_base_path": "/", "text_mime_types": [], "exclude_headers": []}
+SHUTDOWN_REPORT_S = 0.1  # to end a response cut short by the shutdown
 
 
 class UnsupportedEvent(ValueError):
@@ -36,6 +38,10 @@ class LambdaContext:
     aws_request_id: str
     invoked_function_arn: str
     deadline_ms: int
+    # The invocation's X-Ray header (`Root=...;Parent=...;Sampled=...`), as Rust's
+    # `Context.xray_trace_id`: with many invocations in one process there is no
+    # `_X_AMZN_TRACE_ID` to read it from (invocation_context).
+    xray_trace_id: str | None = None
     function_name: str = field(
         default_factory=lambda: os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
     )
@@ -94,14 +100,25 @@ def _prelude(message: Message) -> dict[str, Any]:
     return {"statusCode": message["status"], "headers": headers, "cookies": cookies}
 
 
-async def invoke(app: ASGIApp, api: RuntimeAPI, invocation: Invocation) -> None:
-    """Run one invocation to its end, including any work the app does after its response."""
-    context = LambdaContext(invocation.request_id, invocation.function_arn, invocation.deadline_ms)
+async def invoke(
+    app: ASGIApp, api: RuntimeAPI, invocation: Invocation, *, overrun_s: float | None = None
+) -> None:
+    """Run one invocation to its end, including any work the app does after its response.
+
+    `overrun_s`: cancel the app that far past the invocation's deadline, where Lambda does not
+    end it (Managed Instances: "does not enforce the timeout; your code continues to run").
+    """
+    context = LambdaContext(
+        invocation.request_id,
+        invocation.function_arn,
+        invocation.deadline_ms,
+        xray_trace_id=invocation.trace_id,
+    )
     try:
         scope, body = scope_for(json.loads(invocation.event), context)
     except (ValueError, KeyError, TypeError) as exc:
         logger.error("rejected event: %s", exc)
-        await api.invocation_error(invocation.request_id, exc, "Runtime.UnsupportedEvent")
+        await api.invocation_error(invocation, exc, "Runtime.UnsupportedEvent")
         return
 
     response: StreamedResponse | None = None
@@ -122,7 +139,7 @@ async def invoke(app: ASGIApp, api: RuntimeAPI, invocation: Invocation) -> None:
         nonlocal response
         if message["type"] == "http.response.start":
             # The prelude goes out at once, even if no body ever follows.
-            response = await api.stream_response(invocation.request_id, _prelude(message))
+            response = await api.stream_response(invocation, _prelude(message))
         elif (
             message["type"] == "http.response.body"
             and response is not None
@@ -133,22 +150,53 @@ async def invoke(app: ASGIApp, api: RuntimeAPI, invocation: Invocation) -> None:
                 response_done.set()
                 await response.finish()
 
+    deadline = None
+    if overrun_s is not None and invocation.deadline_ms:
+        remaining_s = invocation.deadline_ms / 1000 - time.time()
+        deadline = asyncio.get_running_loop().time() + remaining_s + overrun_s
+    guard = asyncio.timeout_at(deadline)
     try:
-        await cast(Callable[..., Awaitable[None]], app)(scope, receive, send)
+        async with guard:
+            await cast(Callable[..., Awaitable[None]], app)(scope, receive, send)
+    except asyncio.CancelledError:
+        # The runtime is shutting down: a response under way still ends as the contract says,
+        # with the reason in its trailers, in the little time left.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            async with asyncio.timeout(SHUTDOWN_REPORT_S):
+                stopped = RuntimeError("the runtime shut down during the invocation")
+                await _fail(api, invocation, response, response_done, stopped, "Runtime.Shutdown")
+        raise
     except Exception as exc:
-        logger.exception("the app failed")
-        if response is None:
-            await api.invocation_error(invocation.request_id, exc, "Function.Unhandled")
-        elif not response_done.is_set():
-            response_done.set()
-            await response.finish(exc, "Function.StreamError")
+        if isinstance(exc, TimeoutError) and guard.expired():
+            logger.error("the invocation outlived its deadline by %.1f s: cancelled", overrun_s)
+            await _fail(api, invocation, response, response_done, exc, "Sandbox.Timedout")
+        else:
+            logger.exception("the app failed")
+            await _fail(api, invocation, response, response_done, exc, "Function.Unhandled")
         return
     if response is None:
         await api.invocation_error(
-            invocation.request_id, RuntimeError("the app sent no response"), "Function.NoResponse"
+            invocation, RuntimeError("the app sent no response"), "Function.NoResponse"
         )
     elif not response_done.is_set():
         response_done.set()
         await response.finish(
             RuntimeError("the app ended its response early"), "Function.StreamError"
         )
+
+
+async def _fail(
+    api: RuntimeAPI,
+    invocation: Invocation,
+    response: StreamedResponse | None,
+    response_done: asyncio.Event,
+    exc: BaseException,
+    error_type: str,
+) -> None:
+    """Report `exc`: as `error_type` to the error endpoint before the prelude; after it, in the
+    trailers, as a stream error."""
+    if response is None:
+        await api.invocation_error(invocation, exc, error_type)
+    elif not response_done.is_set():
+        response_done.set()
+        await response.finish(exc, "Function.StreamError")

@@ -1,9 +1,10 @@
-"""The runtime loop: init once, then next invocation, run it, repeat.
+"""The runtime: init once, then serve invocations (loop.py) until Lambda stops the environment.
 
-The managed Python runtime buffers a handler's return value; this loop replaces it (started by
-`AWS_LAMBDA_EXEC_WRAPPER`, see functions/bootstrap) so that responses stream. One event loop
+The managed Python runtime buffers a handler's return value; this runtime replaces it (started
+by `AWS_LAMBDA_EXEC_WRAPPER`, see functions/bootstrap) so that responses stream. One event loop
 lives for the life of the environment, so the app's clients (and their connection pools) are
-created once and reused by every invocation.
+created once and reused by every invocation; on Lambda Managed Instances
+(`AWS_LAMBDA_MAX_CONCURRENCY` above 1) that one process serves that many invocations at once.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ import inspect
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import Any, cast
 
 from aws_lambda_powertools import Logger
 from starlette.types import ASGIApp, Message
 
-from streamfn.awslambda import snapstart
-from streamfn.awslambda.bridge import invoke
+from streamfn.awslambda import invocation_context, snapstart
+from streamfn.awslambda.invocation_context import InvocationFormatter
+from streamfn.awslambda.loop import Loops, max_concurrency
 from streamfn.awslambda.runtime_api import RuntimeAPI
 from streamfn.awslambda.secrets import load_secrets
 
 DEFAULT_APP = "streamfn.app:create_app"
+LOG_SOCKET = "_LAMBDA_TELEMETRY_LOG_FD_PROVIDER_SOCKET"
 logger = logging.getLogger(__name__)
 
 
@@ -75,10 +79,32 @@ class Lifespan:
             await self._task
 
 
+def _log_to_the_platform() -> None:
+    """On Lambda Managed Instances the platform gives runtimes a socket for what they write
+    (`_LAMBDA_TELEMETRY_LOG_FD_PROVIDER_SOCKET`): AWS's Python runtime connects each of its
+    workers' stdout and stderr to it (aws-lambda-python-runtime-interface-client,
+    awslambdaric/lambda_multi_concurrent_utils.py, `_redirect_output`), and so does this one
+    process. Elsewhere the variable is unset and stdout is the function's log as always."""
+    path = os.environ.get(LOG_SOCKET)
+    if not path:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+                connection.connect(path)
+                os.dup2(connection.fileno(), stream.fileno())
+        except OSError as exc:
+            sys.stderr.write(f"streamfn: log socket {path} not usable ({exc}); writing to stdio\n")
+
+
 def _configure_logging() -> Logger:
     """JSON lines through Powertools Logger, for streamfn's loggers and everyone else's: its
-    handler sits on the root logger, so `append_keys` (the request id) reaches every line."""
-    powertools = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "streamfn"))
+    handler sits on the root logger, so the invocation's keys (request id, trace id), which the
+    loop sets in the invocation's context, reach every line logged during it."""
+    powertools = Logger(
+        service=os.environ.get("POWERTOOLS_SERVICE_NAME", "streamfn"),
+        logger_formatter=InvocationFormatter(),
+    )
     root = logging.getLogger()
     root.handlers = [powertools.registered_handler]
     # Powertools' own stdlib logger (named after the service, "streamfn" by default) has the same
@@ -112,34 +138,20 @@ async def run(api: RuntimeAPI, app_spec: str, log: Logger) -> int:
         except snapstart.SnapStartError:
             return 1
 
+    slots = max_concurrency()
+    if slots > 1:
+        # Segments and subsegments per invocation, with no process-wide trace header.
+        await asyncio.to_thread(invocation_context.install_xray_context)
+        logger.info("serving up to %d invocations at once", slots)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    cold = True
-    while not stop.is_set():
-        next_invocation = asyncio.ensure_future(api.next())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait((next_invocation, stopping), return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not next_invocation.done():
-            next_invocation.cancel()
-            break
-        invocation = next_invocation.result()
-        if invocation.trace_id:
-            os.environ["_X_AMZN_TRACE_ID"] = invocation.trace_id
-        else:
-            os.environ.pop("_X_AMZN_TRACE_ID", None)
-        log.append_keys(
-            request_id=invocation.request_id, xray_trace_id=invocation.trace_id, cold_start=cold
-        )
-        cold = False
-        # Returns once the app's ASGI call has returned, after any work it does past the end of
-        # its response (usage records, metrics): a frozen environment would lose that work.
-        await invoke(app, api, invocation)
+    code = await Loops(app, api, log, slots=slots).run(stop)
     await lifespan.shutdown()
-    return 0
+    return code
 
 
 def main() -> None:
+    _log_to_the_platform()
     log = _configure_logging()
     api = RuntimeAPI(os.environ["AWS_LAMBDA_RUNTIME_API"])
     app_spec = os.environ.get("STREAMFN_LAMBDA_APP", DEFAULT_APP)

@@ -3,6 +3,10 @@
 https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html and, for streaming,
 https://docs.aws.amazon.com/lambda/latest/dg/runtimes-custom.html#runtimes-custom-response-streaming
 
+Each call is its own connection, so any number of them may be open at once: on Lambda Managed
+Instances "the same runtime API ... can accept concurrent /next and /response requests up to the
+configured AWS_LAMBDA_MAX_CONCURRENCY limit" (runtimes-api.html).
+
 Hand-written on h11 because a streamed response reports a mid-stream failure in HTTP trailers,
 which neither httpx nor http.client can send; h11 frames chunked bodies and trailers correctly.
 """
@@ -24,10 +28,25 @@ PRELUDE_TYPE = "application/vnd.awslambda.http-integration-response"
 PRELUDE_DELIMITER = b"\0" * 8
 ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
 ERROR_BODY = "Lambda-Runtime-Function-Error-Body"
+# One attempt of a request, sent with `next` and echoed on that attempt's response and error so
+# that the Runtime API can tell a late answer from a timed-out attempt from the current one
+# ("cross-wiring protection": AWS's Python runtime client 4.0.2 and .NET RuntimeSupport 2.2.0
+# release notes). Absent from older Runtime APIs; then nothing is echoed.
+INVOCATION_ID = "Lambda-Runtime-Invocation-Id"
 
 
 class RuntimeAPIError(RuntimeError):
     """The Runtime API answered something other than what the contract says."""
+
+
+class InvocationGone(RuntimeAPIError):
+    """410: the invocation timed out before its answer came; Lambda has already failed it.
+
+    Lambda Managed Instances do not stop a timed-out invocation ("your code continues to run",
+    lambda-managed-instances-execution-environment.html); its late answer is refused with 410
+    InvokeTimeout (AWS's Runtime Interface Emulator, internal/lambda-managed-instances/rapi/
+    handler/invocationresponse.go). Not a fault of the runtime: the next invocation is served.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +56,11 @@ class Invocation:
     function_arn: str
     trace_id: str | None
     event: bytes
+    invocation_id: str | None = None
+
+    def echo(self) -> list[tuple[str, str]]:
+        """The header that ties a response or error to this attempt, where `next` sent one."""
+        return [(INVOCATION_ID, self.invocation_id)] if self.invocation_id else []
 
 
 def error_document(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
@@ -128,13 +152,15 @@ class RuntimeAPI:
             function_arn=headers.get("lambda-runtime-invoked-function-arn", ""),
             trace_id=headers.get("lambda-runtime-trace-id"),
             event=body,
+            invocation_id=headers.get(INVOCATION_ID.lower()),
         )
 
     async def invocation_error(
-        self, request_id: str, exc: BaseException, error_type: str | None = None
+        self, invocation: Invocation, exc: BaseException, error_type: str | None = None
     ) -> None:
         """Report a failure before any of the response was sent."""
-        await self._error(f"/invocation/{request_id}/error", exc, error_type)
+        path = f"/invocation/{invocation.request_id}/error"
+        await self._error(path, exc, error_type, invocation.echo())
 
     async def init_error(self, exc: BaseException, error_type: str) -> None:
         await self._error("/init/error", exc, error_type)
@@ -148,28 +174,37 @@ class RuntimeAPI:
     async def restore_error(self, exc: BaseException, error_type: str) -> None:
         await self._error("/restore/error", exc, error_type)
 
-    async def _error(self, path: str, exc: BaseException, error_type: str | None) -> None:
+    async def _error(
+        self,
+        path: str,
+        exc: BaseException,
+        error_type: str | None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
         document = error_document(exc, error_type)
         headers = [
             ("Content-Type", "application/json"),
             (ERROR_TYPE, document["errorType"]),
+            *(extra or []),
         ]
         status, _, body = await self._call("POST", path, headers, json.dumps(document).encode())
-        if status != 202:
-            raise RuntimeAPIError(f"{path} answered {status}: {body[:200]!r}")
+        _check(path, status, body)
 
-    async def stream_response(self, request_id: str, prelude: dict[str, Any]) -> StreamedResponse:
+    async def stream_response(
+        self, invocation: Invocation, prelude: dict[str, Any]
+    ) -> StreamedResponse:
         """Start a streamed response: the request head, then the prelude and its delimiter."""
         connection = _Connection(self._host, self._port)
         await connection.open()
         await connection.request(
             "POST",
-            f"{API}/invocation/{request_id}/response",
+            f"{API}/invocation/{invocation.request_id}/response",
             [
                 ("Content-Type", PRELUDE_TYPE),
                 ("Lambda-Runtime-Function-Response-Mode", "streaming"),
                 ("Transfer-Encoding", "chunked"),
                 ("Trailer", f"{ERROR_TYPE}, {ERROR_BODY}"),
+                *invocation.echo(),
             ],
         )
         response = StreamedResponse(connection)
@@ -203,5 +238,11 @@ class StreamedResponse:
             status, _, body = await self._connection.response()
         finally:
             await self._connection.close()
-        if status != 202:
-            raise RuntimeAPIError(f"invocation/response answered {status}: {body[:200]!r}")
+        _check("invocation/response", status, body)
+
+
+def _check(path: str, status: int, body: bytes) -> None:
+    if status == 410:
+        raise InvocationGone(f"{path} answered 410 (the invocation timed out): {body[:200]!r}")
+    if status != 202:
+        raise RuntimeAPIError(f"{path} answered {status}: {body[:200]!r}")

@@ -62,6 +62,7 @@ from streamfn.dialects.native import (
     TopP,
     tool_options,
 )
+from streamfn.prices import cost_of
 from streamfn.request import ChatRequest, Limits
 
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
@@ -224,17 +225,32 @@ _FINISH: dict[FinishReason, str] = {
 
 
 def _usage(usage: Usage) -> dict[str, Any]:
+    """The AI SDK's `LanguageModelUsage` (ai 6's, with ai 5's flat `reasoningTokens` and
+    `cachedInputTokens` too), and what the request cost in USD (`costUsd`, null where the
+    model's price is not known)."""
     out: dict[str, Any] = {
         "inputTokens": usage.input_tokens,
         "outputTokens": usage.output_tokens,
         "totalTokens": usage.input_tokens + usage.output_tokens,
     }
+    read, written = usage.cached_input_tokens, usage.cache_creation_input_tokens
+    if read is not None or written is not None:
+        out["inputTokenDetails"] = {
+            "noCacheTokens": max(usage.input_tokens - (read or 0) - (written or 0), 0),
+            **({} if read is None else {"cacheReadTokens": read}),
+            **({} if written is None else {"cacheWriteTokens": written}),
+        }
     if usage.reasoning_tokens is not None:
+        out["outputTokenDetails"] = {
+            "textTokens": max(usage.output_tokens - usage.reasoning_tokens, 0),
+            "reasoningTokens": usage.reasoning_tokens,
+        }
         out["reasoningTokens"] = usage.reasoning_tokens
-    if usage.cached_input_tokens is not None:
-        out["cachedInputTokens"] = usage.cached_input_tokens
+    if read is not None:
+        out["cachedInputTokens"] = read
     if usage.estimated:
         out["estimated"] = True
+    out["costUsd"] = cost_of(usage)
     return out
 
 

@@ -38,6 +38,7 @@ from streamfn.content import Reasoning
 from streamfn.dialects import Event, dumps
 from streamfn.dialects.anthropic_request import FORWARDED_HEADERS, CountBody, MessagesBody
 from streamfn.dialects.blocks import Begin, BlockEvent, Blocks, End, Piece
+from streamfn.prices import cost_of
 from streamfn.request import ChatRequest
 from streamfn.streaming import Completion
 
@@ -75,7 +76,8 @@ def estimate_input_tokens(chat: ChatRequest) -> int:
 
 def usage_object(usage: Usage) -> dict[str, Any]:
     """`usage` as Anthropic's: `input_tokens` are the uncached ones; the cache's reads and
-    writes are counted apart (streamfn's `input_tokens` holds all three)."""
+    writes are counted apart (streamfn's `input_tokens` holds all three). And what the request
+    cost in USD (`cost_usd`, null where the model's price is not known)."""
     read = usage.cached_input_tokens or 0
     created = usage.cache_creation_input_tokens or 0
     out: dict[str, Any] = {
@@ -86,6 +88,7 @@ def usage_object(usage: Usage) -> dict[str, Any]:
     }
     if usage.reasoning_tokens is not None:
         out["output_tokens_details"] = {"thinking_tokens": usage.reasoning_tokens}
+    out["cost_usd"] = cost_of(usage)
     return out
 
 
@@ -275,6 +278,10 @@ def http_error(status: int, type: str) -> tuple[int, str]:
     """The status and Anthropic error type of a refusal with streamfn's `status` and `type`."""
     if type in ("unknown_model", "unknown_provider"):
         return 404, "not_found_error"  # as Anthropic answers a model it does not have
+    if type == "budget_exceeded":
+        # Not one of Anthropic's types, but its status is (429): the SDKs raise their
+        # RateLimitError, and the type says why.
+        return 429, type
     if type == "overloaded":
         return 529, "overloaded_error"
     if status == 422:

@@ -14,7 +14,10 @@ Events, compatible with the seed design's JavaScript client (which listens for `
   when the call has one), the whole call, in the form a request's assistant message takes it
   back
 - `usage`: JSON `{"input_tokens", "output_tokens", "estimated", "reasoning_tokens",
-  "cached_input_tokens"}` (the last two null where the provider does not say)
+  "cached_input_tokens", "cache_creation_input_tokens", "cost_usd", "provider", "model"}`:
+  reasoning is part of the output, cache reads and writes part of the input, each null where
+  the provider does not say; `cost_usd` what the request cost in USD (`streamfn.prices`), null
+  where the model's price is not known
 - `done`: data is the finish reason (stop, length, tool_calls, content_filter)
 - `error`: JSON `{"type", "message", "retryable"}`; nothing follows it
 
@@ -58,6 +61,7 @@ from streamfn.content import (
 from streamfn.controls import NO_CONTROLS
 from streamfn.dialects import Event, dumps
 from streamfn.errors import error_body, error_response
+from streamfn.prices import cost_of
 from streamfn.request import ChatRequest, Limits
 from streamfn.resume import STREAM_ID
 
@@ -393,6 +397,8 @@ def events(chunk: StreamChunk) -> tuple[Event, ...]:
                             "estimated": usage.estimated,
                             "reasoning_tokens": usage.reasoning_tokens,
                             "cached_input_tokens": usage.cached_input_tokens,
+                            "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+                            "cost_usd": cost_of(usage),
                             # What answered: the provider asked for, or a fallback.
                             "provider": provider or None,
                             "model": model or None,

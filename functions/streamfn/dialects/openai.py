@@ -33,6 +33,7 @@ from streamfn.chunks import (
 from streamfn.content import Reasoning, ToolCall
 from streamfn.dialects import Event, dumps
 from streamfn.dialects.openai_request import CompletionBody
+from streamfn.prices import cost_of
 from streamfn.streaming import Completion
 
 __all__ = ["DIALECT", "ChunkEncoder", "CompletionBody", "completion"]
@@ -54,15 +55,24 @@ def extra_content(call: ToolCall) -> dict[str, Any]:
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:
+    """OpenAI's `usage`, with cache writes as OpenRouter reports them
+    (`prompt_tokens_details.cache_write_tokens`) and what the request cost in USD (`cost_usd`,
+    null where the model's price is not known)."""
     out: dict[str, Any] = {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
     }
+    prompt: dict[str, int] = {}
     if usage.cached_input_tokens is not None:
-        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_input_tokens}
+        prompt["cached_tokens"] = usage.cached_input_tokens
+    if usage.cache_creation_input_tokens is not None:
+        prompt["cache_write_tokens"] = usage.cache_creation_input_tokens
+    if prompt:
+        out["prompt_tokens_details"] = prompt
     if usage.reasoning_tokens is not None:
         out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    out["cost_usd"] = cost_of(usage)
     return out
 
 
@@ -170,6 +180,7 @@ def completion(result: Completion, *, id: str, model: str) -> dict[str, Any]:
 _TYPES = {
     "auth": "api_error",  # the provider refused streamfn's key: not the caller's fault
     "rate_limit": "rate_limit_error",
+    "budget_exceeded": "budget_exceeded",  # LiteLLM's type for a spent budget, also a 429
     "overloaded": "server_error",
     "timeout": "timeout_error",
     "upstream_unavailable": "server_error",

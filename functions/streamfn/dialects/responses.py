@@ -48,6 +48,7 @@ from streamfn.dialects import Event, dumps
 from streamfn.dialects.blocks import Begin, BlockEvent, Blocks, End, Kind, Piece
 from streamfn.dialects.openai import DIALECT
 from streamfn.dialects.responses_request import ResponsesBody, encrypted_content
+from streamfn.prices import cost_of
 from streamfn.streaming import Completion
 
 __all__ = ["DIALECT", "ResponseEncoder", "ResponsesBody", "complete", "response_of"]
@@ -65,12 +66,19 @@ def response_of(item_id: str) -> str | None:
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:
+    """The Response's `usage`, with cache writes where the provider reports them
+    (`input_tokens_details.cache_write_tokens`) and what the request cost in USD (`cost_usd`,
+    null where the model's price is not known)."""
+    inputs: dict[str, int] = {"cached_tokens": usage.cached_input_tokens or 0}
+    if usage.cache_creation_input_tokens is not None:
+        inputs["cache_write_tokens"] = usage.cache_creation_input_tokens
     return {
         "input_tokens": usage.input_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cached_input_tokens or 0},
+        "input_tokens_details": inputs,
         "output_tokens": usage.output_tokens,
         "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens or 0},
         "total_tokens": usage.input_tokens + usage.output_tokens,
+        "cost_usd": cost_of(usage),
     }
 
 

@@ -258,13 +258,20 @@ def _tool_choice(choice: ToolChoice | None) -> Any:
 
 
 def _usage(usage: dict[str, Any]) -> Usage:
+    """`usage`: OpenAI's (cache reads in `prompt_tokens_details.cached_tokens`), with cache
+    writes as OpenRouter reports them (`prompt_tokens_details.cache_write_tokens`) and cache
+    reads as DeepSeek does (`prompt_cache_hit_tokens`), both part of `prompt_tokens`."""
     completion = usage.get("completion_tokens_details") or {}
     prompt = usage.get("prompt_tokens_details") or {}
+    read = prompt.get("cached_tokens")
+    if read is None:
+        read = usage.get("prompt_cache_hit_tokens")
     return Usage(
         int(usage.get("prompt_tokens") or 0),
         int(usage.get("completion_tokens") or 0),
         reasoning_tokens=completion.get("reasoning_tokens"),
-        cached_input_tokens=prompt.get("cached_tokens"),
+        cached_input_tokens=read,
+        cache_creation_input_tokens=prompt.get("cache_write_tokens"),
     )
 
 

@@ -13,6 +13,9 @@ of the condition expressions is not met" cancels the whole transaction, and
   past its expiry (the longest stream plus a minute) is swept when it would refuse a request.
 - `tokens#<identity>#<day>`: `ADD n reserve` if `n <= tokens_per_day - reserve`; the end of the
   request adds `used - reserve` to the same day's item.
+- `budget#<identity>#<period>` (the UTC day or month, `streamfn.quotas.period`): `ADD n
+  reserve` (nano-dollars) if `n < budget`; the end of the request adds `spent - reserve` to the
+  same period's item, which expires a day after its period.
 
 Conditions are evaluated by DynamoDB on the item as it is, so two environments racing for the
 last slot cannot both get it; a transaction conflicting with another is tried again.
@@ -28,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from streamfn.quotas import Exceeded, Lease, Quota, Unavailable
+from streamfn.quotas import Exceeded, Lease, Quota, Unavailable, nanos, period
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb import DynamoDBClient
@@ -50,8 +53,10 @@ class _DynamoDBLease:
     lease_id: str | None  # set when concurrent streams are limited
     tokens_pk: str | None  # set when tokens per day are limited
     reserved: int
+    budget_pk: str | None = None  # set when the identity has a budget
+    reserved_nanos: int = 0
 
-    async def release(self, used_tokens: int) -> None:
+    async def release(self, used_tokens: int, spent_usd: float | None = None) -> None:
         items: list[TransactWriteItemTypeDef] = []
         if self.lease_id is not None:
             items.append(
@@ -68,6 +73,11 @@ class _DynamoDBLease:
                     "ADD n :delta",
                     values={":delta": _n(used_tokens - self.reserved)},
                 )
+            )
+        spent = nanos(spent_usd) - self.reserved_nanos
+        if self.budget_pk is not None and spent:
+            items.append(
+                self.quotas.update(self.budget_pk, "ADD n :delta", values={":delta": _n(spent)})
             )
         if items:
             await self.quotas.transact(items)
@@ -178,17 +188,23 @@ class DynamoDBQuotas:
         logger.warning("swept %d expired stream leases of %s", len(expired), identity)
         return True
 
-    async def acquire(self, identity: str, quota: Quota, reserve_tokens: int) -> Lease:
+    async def acquire(
+        self, identity: str, quota: Quota, reserve_tokens: int, reserve_usd: float | None = None
+    ) -> Lease:
         rpm, streams, daily = (
             quota.requests_per_minute,
             quota.concurrent_streams,
             quota.tokens_per_day,
         )
+        budget = None if quota.budget_usd is None else nanos(quota.budget_usd)
+        reserve_nanos = nanos(reserve_usd) if budget is not None else 0
         for sweep in (True, False):
             now = time.time()
             minute, day = int(now // 60), int(now // 86400)
             lease_id = secrets.token_hex(8) if streams is not None else None
             tokens_pk = f"tokens#{identity}#{day}" if daily is not None else None
+            spending, left_s = period(quota.budget_period, now)
+            budget_pk = f"budget#{identity}#{spending}" if budget is not None else None
             items: list[TransactWriteItemTypeDef] = []
             kinds: list[str] = []  # which limit each item checks
             if rpm is not None:
@@ -232,11 +248,28 @@ class DynamoDBQuotas:
                     )
                 )
                 kinds.append("tokens")
+            if budget is not None and budget_pk is not None:
+                items.append(
+                    self.update(
+                        budget_pk,
+                        "ADD n :reserve SET #ttl = :ttl",
+                        condition="attribute_not_exists(n) OR n < :max",
+                        names={"#ttl": "ttl"},
+                        values={
+                            ":reserve": _n(reserve_nanos),
+                            ":max": _n(budget),
+                            ":ttl": _n(now + left_s + 86400),
+                        },
+                    )
+                )
+                kinds.append("budget")
             if not items:
                 break
             reasons = await self.transact(items)
             if not reasons:
-                return _DynamoDBLease(self, identity, lease_id, tokens_pk, reserve_tokens)
+                return _DynamoDBLease(
+                    self, identity, lease_id, tokens_pk, reserve_tokens, budget_pk, reserve_nanos
+                )
             failed = next(
                 i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"
             )
@@ -247,6 +280,8 @@ class DynamoDBQuotas:
                     continue
                 raise Exceeded.streams(identity, streams)
             used = reasons[failed].get("Item", {}).get("n", {}).get("N")
+            if kinds[failed] == "budget":
+                raise Exceeded.budget(identity, quota, int(used) if used else None, now)
             raise Exceeded.tokens(
                 identity, daily or 0, reserve_tokens, int(used) if used else None, now
             )

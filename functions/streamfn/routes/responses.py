@@ -61,6 +61,16 @@ class StoredResponses:
         self.store = store
         self._ttl_s = ttl_s
 
+    async def prepare(self) -> None:
+        """Open the store at start-up; serving goes on if it cannot be reached (what needs it
+        answers 503 until it can)."""
+        if self.store is None:
+            return
+        try:
+            await self.store.prepare()
+        except StoredUnavailable as exc:
+            logger.error("stored responses cannot be reached at start-up: %s", exc)
+
     async def _record(self, id: str, who: str, param: str | None = None) -> dict[str, Any]:
         if self.store is None:
             raise _not_found(id, param)

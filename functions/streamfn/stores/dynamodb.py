@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -21,9 +22,19 @@ if TYPE_CHECKING:
 
 TTL_ATTRIBUTE = "expires_at"
 # The index `streamfn usage` queries, one UTC day at a time (template.yaml declares it): `day`
-# as its partition key, `started_at` as its sort key, the counted attributes projected.
+# as its partition key, `started_at` as its sort key, the counted attributes projected
+# (`cost_usd` among them: an index that does not project it, as one made before #26, totals no
+# cost). A query of it reads what it projects, so a record's other attributes are never read.
 DAY_INDEX = "by-day"
-_COUNTED = ("provider", "model", "outcome", "input_tokens", "output_tokens", "usage_estimated")
+COUNTED = (
+    "provider",
+    "model",
+    "outcome",
+    "input_tokens",
+    "output_tokens",
+    "usage_estimated",
+    "cost_usd",
+)
 
 
 def item(record: UsageRecord, ttl_days: int) -> dict[str, Any]:
@@ -98,11 +109,14 @@ class DynamoDBUsageStore:
         newest first: one Query of the day index per day, never a scan."""
         today = datetime.fromtimestamp(time.time() if now is None else now, UTC).date()
         sums: dict[tuple[str, str, str], list[int]] = {}
+        costs: dict[tuple[str, str, str], Decimal] = {}
         for back in range(days):
             day = (today - timedelta(days=back)).isoformat()
             for found in self._day(day):
                 key = (day, str(found["provider"]), str(found["model"]))
                 row = sums.setdefault(key, [0] * 6)
+                if (cost := found.get("cost_usd")) is not None:
+                    costs[key] = costs.get(key, Decimal(0)) + Decimal(cost)
                 outcome = found.get("outcome")
                 for i, value in enumerate(
                     (
@@ -116,7 +130,10 @@ class DynamoDBUsageStore:
                 ):
                     row[i] += value
         ordered = sorted(sums.items(), key=lambda kv: (-_ordinal(kv[0][0]), kv[0][1], kv[0][2]))
-        return [Totals(*key, *values) for key, values in ordered]
+        return [
+            replace(Totals(*key, *values), cost_usd=float(costs[key]) if key in costs else None)
+            for key, values in ordered
+        ]
 
     def _day(self, day: str) -> Iterator[dict[str, Any]]:
         from boto3.dynamodb.types import TypeDeserializer
@@ -126,9 +143,8 @@ class DynamoDBUsageStore:
             "TableName": self.table,
             "IndexName": DAY_INDEX,
             "KeyConditionExpression": "#day = :day",
-            "ExpressionAttributeNames": {"#day": "day", **{f"#{n}": n for n in _COUNTED}},
+            "ExpressionAttributeNames": {"#day": "day"},
             "ExpressionAttributeValues": {":day": {"S": day}},
-            "ProjectionExpression": ", ".join(f"#{n}" for n in _COUNTED),
         }
         while True:
             page = self._dynamodb().query(**kwargs)

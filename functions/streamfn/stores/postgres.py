@@ -19,7 +19,7 @@ SELECT to_char(to_timestamp(started_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day
        provider, model, count(*), sum(input_tokens)::bigint, sum(output_tokens)::bigint,
        sum(usage_estimated::int)::bigint,
        sum((outcome IN ({", ".join(f"'{o}'" for o in sorted(FAILED))}))::int)::bigint,
-       sum((outcome = 'cancelled')::int)::bigint
+       sum((outcome = 'cancelled')::int)::bigint, sum(cost_usd)
 FROM usage WHERE started_at >= %s
 GROUP BY day, provider, model
 ORDER BY day DESC, provider, model

@@ -25,10 +25,21 @@ CREATE TABLE IF NOT EXISTS usage (
     ttft_ms REAL,
     finish_reason TEXT,
     error_type TEXT,
-    client_disconnected INTEGER NOT NULL
+    client_disconnected INTEGER NOT NULL,
+    cached_input_tokens INTEGER,
+    cache_creation_input_tokens INTEGER,
+    reasoning_tokens INTEGER,
+    cost_usd REAL
 );
 CREATE INDEX IF NOT EXISTS usage_started_at ON usage (started_at);
 """
+# Columns a file made by an older streamfn lacks, added when it is opened.
+_ADDED = {
+    "cached_input_tokens": "INTEGER",
+    "cache_creation_input_tokens": "INTEGER",
+    "reasoning_tokens": "INTEGER",
+    "cost_usd": "REAL",
+}
 
 _COLUMNS = tuple(UsageRecord.__dataclass_fields__)
 # A request's record is opened at its start and replaced when it settles.
@@ -41,7 +52,8 @@ _INSERT = (
 _TOTALS = f"""
 SELECT date(started_at, 'unixepoch') AS day, provider, model,
        count(*), sum(input_tokens), sum(output_tokens), sum(usage_estimated),
-       sum(outcome IN ({", ".join(f"'{o}'" for o in sorted(FAILED))})), sum(outcome = 'cancelled')
+       sum(outcome IN ({", ".join(f"'{o}'" for o in sorted(FAILED))})), sum(outcome = 'cancelled'),
+       sum(cost_usd)
 FROM usage WHERE started_at >= ?
 GROUP BY day, provider, model
 ORDER BY day DESC, provider, model
@@ -65,6 +77,15 @@ class SqliteUsageStore:
             # WAL lets `streamfn usage` read while the server writes.
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(_SCHEMA)
+            present = {row[1] for row in connection.execute("PRAGMA table_info(usage)")}
+            with connection:
+                for name, kind in _ADDED.items():
+                    if name not in present:
+                        try:
+                            connection.execute(f"ALTER TABLE usage ADD COLUMN {name} {kind}")
+                        except sqlite3.OperationalError as exc:  # another process added it
+                            if "duplicate column" not in str(exc):
+                                raise
             self._connection = connection
         return self._connection
 

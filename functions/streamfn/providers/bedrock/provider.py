@@ -308,11 +308,12 @@ def _usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
     read = usage.get("cacheReadInputTokens")
-    written = usage.get("cacheWriteInputTokens") or 0
+    written = usage.get("cacheWriteInputTokens")
     return Usage(
-        int(usage.get("inputTokens") or 0) + int(read or 0) + int(written),
+        int(usage.get("inputTokens") or 0) + int(read or 0) + int(written or 0),
         int(usage.get("outputTokens") or 0),
         cached_input_tokens=None if read is None else int(read),
+        cache_creation_input_tokens=None if written is None else int(written),
     )
 
 
