@@ -49,20 +49,12 @@ from streamfn.dialects.blocks import Begin, BlockEvent, Blocks, End, Kind, Piece
 from streamfn.dialects.openai import DIALECT
 from streamfn.dialects.responses_request import ResponsesBody, encrypted_content
 from streamfn.prices import cost_of
+from streamfn.response_ids import response_of
 from streamfn.streaming import Completion
 
 __all__ = ["DIALECT", "ResponseEncoder", "ResponsesBody", "complete", "response_of"]
 
 _PREFIXES: Mapping[Kind, str] = {"text": "msg", "reasoning": "rs", "tool_call": "fc"}
-
-
-def response_of(item_id: str) -> str | None:
-    """The id of the response whose output holds item `item_id`, if it is one of ours."""
-    prefix, _, rest = item_id.partition("_")
-    rid, _, n = rest.rpartition("_")
-    if prefix not in ("msg", "rs", "fc") or not rid or not n.isdigit():
-        return None
-    return f"resp_{rid}"
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:

@@ -49,10 +49,9 @@ from streamfn.providers import upstream
 from streamfn.providers.assembly import whole_call
 from streamfn.providers.sse_reader import SSEReader
 from streamfn.request import ChatRequest
+from streamfn.response_ids import response_of
 
 ENCRYPTED = "reasoning.encrypted_content"
-# Item ids the Responses dialect makes (dialects/responses.py, `response_of`).
-_OUR_PREFIXES = ("msg", "rs", "fc")
 # A failed response's `error.code` (openai-python's `types/responses/response_error.py`) as the
 # HTTP status it is the equivalent of; other codes, and none, are the server's error (500).
 _STATUS_OF_CODE = {
@@ -106,18 +105,10 @@ def upstream_input(items: list[Any], provider: str) -> list[Any]:
                 continue  # another provider's, redacted, or plain text: it cannot verify it
             item = {**item, "encrypted_content": encrypted[len(tag) :]}
         id = item.get("id")
-        if isinstance(id, str) and ours(id):
+        if isinstance(id, str) and response_of(id) is not None:  # streamfn's, not upstream's
             item = {name: value for name, value in item.items() if name != "id"}
         out.append(item)
     return out
-
-
-def ours(item_id: str) -> bool:
-    """Whether `item_id` is one the Responses dialect made (`<kind>_<request id>_<n>`), not
-    the upstream's (`rs_68c1...`, with no second underscore)."""
-    prefix, _, rest = item_id.partition("_")
-    rid, _, n = rest.rpartition("_")
-    return prefix in _OUR_PREFIXES and bool(rid) and n.isdigit()
 
 
 class OpenAIResponses:

@@ -29,6 +29,7 @@ from streamfn.dialects.responses_request import Item, ResponsesBody, expand
 from streamfn.openapi import RESPONSES_EVENTS, refusals
 from streamfn.openapi import responses as documented
 from streamfn.pipeline import Pipeline, Refused
+from streamfn.response_ids import response_of
 from streamfn.stored import ResponseStore, Stored, StoredUnavailable
 from streamfn.streaming import Completion
 
@@ -97,7 +98,7 @@ class StoredResponses:
         found: dict[str, Item] = {}
         records: dict[str, dict[str, Any]] = {}
         for i, item_id in enumerate(body.references()):
-            response_id = responses.response_of(item_id)
+            response_id = response_of(item_id)
             if response_id is None:
                 raise _not_found(item_id, f"input.{i}.id")
             if response_id not in records:
