@@ -117,8 +117,13 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
+# The suite runs on TEST_WORKERS pytest-xdist workers: most tests wait on the servers and
+# processes they start (one at a time, the load average of 2 cores stays under 1), so 4 workers
+# take a third of the time of one (measured: 11 min against 3.6). TEST_WORKERS=0 runs it in
+# this process, as plain `pytest` does.
+TEST_WORKERS ?= 4
 unit: $(VENV)/.dev-installed $(SAM_VENV)/.installed $(NODE_DEPS) $(WEB_DEPS) system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 test: lint typecheck unit
 

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 from local.url_cors import TEMPLATE, UrlCors, load_template
 
 if TYPE_CHECKING:
-    from moto.server import ThreadedMotoServer
     from types_boto3_dynamodb import DynamoDBClient
+
+    from local.moto_server import MotoServer
 
 logger = logging.getLogger("local-stack")
 
@@ -227,21 +228,20 @@ class LocalStack:
             if spec.get("Type") == TABLE
         }
         self._host, self._port = host, port
-        self._server: ThreadedMotoServer | None = None
+        self._server: MotoServer | None = None
         self.url = ""
 
     def start(self) -> None:
         """moto's server, then every table of the template on it (a second or two: moto's
         import)."""
-        from moto.server import ThreadedMotoServer
+        from local.moto_server import MotoServer
 
         # Werkzeug logs each request at INFO to stderr: one line per DynamoDB call.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        server = ThreadedMotoServer(ip_address=self._host, port=self._port, verbose=False)
+        server = MotoServer(self._host, self._port)
         server.start()
         self._server = server
-        host, port = server.get_host_and_port()
-        self.url = f"http://{host}:{port}"
+        self.url = server.url
         client = self.client()
         for resource, name in self.tables.items():
             _create(client, self.template["Resources"][resource]["Properties"], name)

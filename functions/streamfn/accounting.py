@@ -110,14 +110,24 @@ class Accountant:
         except Exception:
             logger.exception("usage record not stored", extra={"usage_record": record.fields()})
 
+    async def release(self, tally: Tally) -> None:
+        """Give back `tally`'s hold on its identity's limits, with what it used; once. A stream
+        does so at its last chunk, before the client can see it end, since a client that sends
+        its next request at once (a chat's next turn, under a limit of one stream) must find
+        its slot free; `settle` does for the rest (a departed client, an answer sent whole)."""
+        lease, tally.lease = tally.lease, None
+        if lease is None:
+            return
+        usage = tally.usage()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await lease.release(usage.input_tokens + usage.output_tokens)
+        except Exception:  # the stream, and the record, must go on
+            logger.exception("limits not released for request %s", tally.request_id)
+
     async def settle(self, tally: Tally, status: int, trail: Trail | None = None) -> None:
         record = tally.record(status)
-        if tally.lease is not None:  # first: a waiting request should not wait for the store
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    await tally.lease.release(record.input_tokens + record.output_tokens)
-            except Exception:  # the record below must still be written
-                logger.exception("limits not released for request %s", record.request_id)
+        await self.release(tally)  # first: a waiting request should not wait for the store
         try:
             self.telemetry.request_ended(record, tally, trail)
         except Exception:

@@ -302,7 +302,15 @@ class Pipeline:
         )
         self.accountant.open(tally, trail)
         observed = tally.observe(chunks)
-        return tally, observed if before_end is None else _ending(observed, before_end)
+        if tally.lease is None and before_end is None:
+            return tally, observed
+
+        async def end(chunk: Finish | StreamError) -> None:
+            await self.accountant.release(tally)
+            if before_end is not None:
+                await before_end(chunk)
+
+        return tally, _ending(observed, end)
 
     async def stream(
         self,

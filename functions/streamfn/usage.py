@@ -138,8 +138,8 @@ class Tally:
     prices: Prices | None = None  # None: nothing is priced
 
     def hold(self, lease: Lease) -> None:
-        """Keep `lease` until the request settles: released with what the request cost (its
-        releaser gives the tokens; the cost is this tally's)."""
+        """Keep `lease` until the stream's last chunk or the request settles: released with what
+        the request cost (its releaser gives the tokens; the cost is this tally's)."""
         self.lease = _Charged(lease, self)
 
     async def observe(

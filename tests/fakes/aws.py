@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
+from local.moto_server import MotoServer
 from local.stack import create_table
 
 if TYPE_CHECKING:
@@ -52,10 +52,9 @@ class Moto:
 
 @pytest.fixture(scope="session")
 def moto() -> Iterator[Moto]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = MotoServer()
     server.start()
-    host, port = server.get_host_and_port()
-    yield Moto(f"http://{host}:{port}")
+    yield Moto(server.url)
     server.stop()
 
 

@@ -184,37 +184,51 @@ class PostgresServer:
         return f"postgresql://streamfn@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            _as_postgres(
-                [
-                    _postgres_binary("postgres"),
-                    "-D",
-                    str(self.directory / "data"),
-                    "-p",
-                    str(self.port),
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    f"unix_socket_directories={self.directory}",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "max_connections=200",
-                ]
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        log = self.directory / "postgres.log"
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                _as_postgres(
+                    [
+                        _postgres_binary("postgres"),
+                        "-D",
+                        str(self.directory / "data"),
+                        "-p",
+                        str(self.port),
+                        "-c",
+                        "listen_addresses=127.0.0.1",
+                        "-c",
+                        f"unix_socket_directories={self.directory}",
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "max_connections=200",
+                    ]
+                ),
+                stdout=out,
+                stderr=out,
+            )
         process = self.process
 
         def alive() -> None:
-            assert process.poll() is None, f"postgres exited with {process.returncode}"
+            if process.poll() is not None:
+                tail = log.read_text(errors="replace").splitlines()[-5:]
+                raise AssertionError(f"postgres exited with {process.returncode}: {tail}")
 
         wait_for_port(self.port, "postgres", alive)
 
     def stop(self) -> None:
+        """A fast shutdown (what a restart does), by pg_ctl, which signals the postmaster itself
+        and waits until it is gone. Signalling `runuser` instead is not enough: it passes the
+        signal on and, if its child has not exited two seconds later, kills it ("Session
+        terminated, killing shell... killed": util-linux's su-common.c, as seen here), which
+        leaves the data directory locked for the next start."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # a smart shutdown: SIGTERM
+            pg_ctl = [_postgres_binary("pg_ctl"), "stop", "-D", str(self.directory / "data")]
+            subprocess.run(
+                _as_postgres([*pg_ctl, "-m", "fast", "-w", "-t", "30"]),
+                check=True,
+                capture_output=True,
+            )
             self.process.wait(30)
         self.process = None
 

@@ -128,6 +128,22 @@ async def test_two_servers_share_one_keys_limits(
     assert statuses == [200, 200, 200, 429]
 
 
+async def test_a_stream_read_to_its_end_has_given_its_slot_back(
+    table: str, serve: Serve, client: httpx.AsyncClient
+) -> None:
+    # A chat's next turn goes as soon as the last one's final event arrives: under a limit of
+    # one stream it must be admitted, so the slot goes back before that event is sent (a
+    # release after it would race the next request; DynamoDB's round trip made it lose).
+    settings = Settings(limits_table=table, concurrent_streams=1, usage_records=False)
+    url = serve(create_app(settings))
+    statuses = []
+    for turn in range(8):
+        response, events = await stream(client, f"{url}/chat/stream", user(f"turn {turn}"))
+        assert events[-1].event == "done"
+        statuses.append(response.status_code)
+    assert statuses == [200] * 8
+
+
 async def test_an_unreachable_limits_table_refuses_with_503_not_uncounted(
     moto: Moto, monkeypatch: pytest.MonkeyPatch, serve: Serve, client: httpx.AsyncClient
 ) -> None:
