@@ -125,7 +125,20 @@ TEST_WORKERS ?= 4
 unit: $(VENV)/.dev-installed $(SAM_VENV)/.installed $(NODE_DEPS) $(WEB_DEPS) system-deps
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
-test: lint typecheck unit
+test: lint typecheck docs unit
+
+# The reference site (mkdocs.yml, docs/): built --strict into site/, so that a broken link or
+# anchor, or a page left out of the nav, fails `make test`; docs/hooks/ writes the API reference
+# from the app's own OpenAPI document. `make docs-serve` serves it, with live reload, on
+# DOCS_PORT (8001: `make run` has 8000). NO_MKDOCS_2_WARNING: Material's banner about MkDocs 2.
+.PHONY: docs docs-serve
+DOCS_PORT ?= 8001
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+docs: $(VENV)/.dev-installed
+	$(MKDOCS) build --strict --quiet --site-dir site
+
+docs-serve: $(VENV)/.dev-installed
+	$(MKDOCS) serve --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 # The Lambda deployment: `make build` is `sam build` (no Docker: see infra/layer/Makefile),
 # `make deploy` is `sam deploy --guided` the first time (it writes your choices to
@@ -142,7 +155,7 @@ lock-layer: $(BIN)/python
 	$(MAKE) -C infra/layer lock PYTHON=$(CURDIR)/$(BIN)/python
 
 # The fuzzing suite at volume: schemathesis's generated requests, 5,000 per operation (make
-# test runs 200).
+# test runs 80).
 fuzz: $(VENV)/.dev-installed
 	STREAMFN_FUZZ_EXAMPLES=5000 $(BIN)/pytest tests/fuzz --timeout=3600
 

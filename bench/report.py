@@ -175,7 +175,8 @@ def write(
     for name, mine, base, ratio, goal, met in all_goals(rows):
         shown = met if isinstance(met, str) else "yes" if met else "no"
         lines.append(f"| {name} | {mine} | {base} | {ratio} | {goal} | {shown} |")
-    lines += ["", "## Concurrency", "", f"![tokens per CPU second and delay]({picture.name})", ""]
+    shown_at = os.path.relpath(picture, path.parent)  # the plot, from where BENCHMARKS.md is
+    lines += ["", "## Concurrency", "", f"![tokens per CPU second and delay]({shown_at})", ""]
     lines += [
         "| target | streams | complete | p99 delay over pace | tokens per CPU s | loop stall "
         "| threads before / during / after |",

@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     default_provider: str | None = Field(
         default=None,
         description="Provider used when a request names none; by default openai, else "
-        "anthropic if configured, else echo.",
+        "anthropic, else gemini (the first configured), else echo.",
     )
     echo_delay_ms: int = Field(default=20, ge=0, description="Pace of the echo provider.")
     keepalive_s: float = Field(
