@@ -8,9 +8,12 @@ answers, so this works with no keys and no network.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 import uvicorn
@@ -36,6 +39,16 @@ def per_worker(settings: Settings) -> str | None:
             "STREAMFN_REDIS_URL (redis://host:6379/0), or run one worker"
         )
     return None
+
+
+def shared_metrics_directory() -> str:
+    """A directory of its own for prometheus_client's multiprocess mode, removed at exit: with
+    several workers, each counts in its own memory and a scrape reaches one of them, unless
+    their counts are kept in one directory (the workers inherit the variable naming it)."""
+    directory = tempfile.mkdtemp(prefix="streamfn-prometheus-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    sys.stderr.write(f"          Prometheus counts of every worker in {directory}\n")
+    return directory
 
 
 def main() -> None:
@@ -64,6 +77,8 @@ def main() -> None:
     if workers > 1:
         # Each worker process builds its own app from the same environment.
         sys.stderr.write(f"          {workers} worker processes\n")
+        if settings.metrics == "prometheus" and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared_metrics_directory()
         uvicorn.run("streamfn.app:create_app", factory=True, workers=workers, **options)
     else:
         uvicorn.run(app, **options)

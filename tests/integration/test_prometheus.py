@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -243,6 +244,28 @@ async def total(url: str, expected: int) -> float | None:
         )
     assert at(found, "streamfn_open_streams", provider="echo", model="echo") == 0
     return at(found, "streamfn_requests_total", **echo)
+
+
+@pytest.mark.timeout(180)
+def shared_directories() -> set[Path]:
+    """The directories local/serve.py made for its workers' counts."""
+    return set(Path(tempfile.gettempdir()).glob("streamfn-prometheus-*"))
+
+
+async def test_workers_share_a_directory_of_their_own_when_none_is_named() -> None:
+    env = multiprocess_env(Path("unused"), 2)
+    del env["PROMETHEUS_MULTIPROC_DIR"]
+    before = shared_directories()
+    server, url = start_workers(env)
+    try:
+        await send(url, 6)
+        for _ in range(4):  # whichever worker answers, it shows them all
+            assert await total(url, 6) == 6
+        [made] = shared_directories() - before
+        assert list(made.glob("counter_*.db"))
+    finally:
+        stop(server)
+    assert not made.exists()  # removed when the server stops
 
 
 @pytest.mark.timeout(180)
