@@ -1,12 +1,12 @@
 """The ids of the Responses API's items as streamfn makes them: `<kind>_<request id>_<n>`
-(`msg_`, `rs_`, `fc_`), so that an item's id names the stored response it is in
+(`msg_`, `rs_`, `fc_`, `ctc_`), so that an item's id names the stored response it is in
 (`resp_<request id>`). The dialect makes them; a provider that passes requests through to an
 upstream serving the API itself tells them from the upstream's own (`rs_68c1...`, with no
 second underscore) and strips them."""
 
 from __future__ import annotations
 
-PREFIXES = ("msg", "rs", "fc")
+PREFIXES = ("msg", "rs", "fc", "ctc")
 
 
 def response_of(item_id: str) -> str | None:

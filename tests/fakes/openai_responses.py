@@ -235,6 +235,30 @@ class Transcript:
         self._done(index, {**item, "status": "completed", "arguments": arguments})
         return self
 
+    def custom_call(self, call_id: str, name: str, *fragments: str) -> Transcript:
+        """A custom (free-form) tool's call whose input streams as `fragments`
+        (`response.custom_tool_call_input.delta`s, then `.done`)."""
+        id = f"ctc_{self._hex()}"
+        item = {
+            "id": id,
+            "type": "custom_tool_call",
+            "status": "in_progress",
+            "call_id": call_id,
+            "input": "",
+            "name": name,
+        }
+        index = self._added(item)
+        for fragment in fragments:
+            self._delta(
+                "response.custom_tool_call_input.delta", fragment, item_id=id, output_index=index
+            )
+        text = "".join(fragments)
+        self._event(
+            "response.custom_tool_call_input.done", item_id=id, output_index=index, input=text
+        )
+        self._done(index, {**item, "status": "completed", "input": text})
+        return self
+
     def reasoning(self, parts: list[list[str]], encrypted: str) -> Transcript:
         """A reasoning item: its summary's `parts`, each streamed as its deltas, and the
         `encrypted_content` it carries (in `added` too, as the API sends it, maybe partial)."""

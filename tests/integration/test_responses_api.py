@@ -353,6 +353,75 @@ async def test_interleaved_parallel_calls_become_items_one_after_another(
     assert final["status"] == "completed"
 
 
+# Codex's apply_patch, as it offers the tool to the models it knows as OpenAI's.
+PATCH_TOOL: Any = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Edit files with a patch.",
+    "format": {"type": "grammar", "syntax": "lark", "definition": 'start: "*** Begin Patch"'},
+}
+PATCH = '*** Begin Patch\n*** Add File: a.txt\n+say "hi"\n*** End Patch'
+
+
+def test_a_custom_tool_is_a_function_of_one_input_for_a_provider_without_them(
+    serve: Serve, sdk: Client, tmp_path: Path
+) -> None:
+    arguments = json.dumps({"input": PATCH})
+    observed = Observed(
+        Scripted(
+            ToolCallStart("call_p", "apply_patch"),
+            ToolCallDelta("call_p", arguments[:20]),
+            ToolCallDelta("call_p", arguments[20:]),
+            ToolCallEnd(ToolCall("call_p", "apply_patch", arguments)),
+            Finish("tool_calls", Usage(10, 5)),
+        )
+    )
+    settings = Settings(usage_records=False, streams_db=tmp_path / "s.db")
+    client = sdk(serve(create_app(settings, providers=[spec(observed)])))
+    with client.responses.stream(model="echo", input="Add a.txt", tools=[PATCH_TOOL]) as events:
+        seen = list(events)
+        final = events.get_final_response()
+    [offered] = observed.requests[0].tools
+    assert offered.name == "apply_patch"
+    assert offered.parameters["required"] == ["input"]
+    assert 'start: "*** Begin Patch"' in offered.parameters["properties"]["input"]["description"]
+    # The SDK reads them as OpenAI's own: the input, unwrapped, in its events and its item.
+    kinds = [e.type for e in seen]
+    assert "response.function_call_arguments.delta" not in kinds
+    [delta] = [e for e in seen if e.type == "response.custom_tool_call_input.delta"]
+    [done] = [e for e in seen if e.type == "response.custom_tool_call_input.done"]
+    assert (delta.delta, done.input) == (PATCH, PATCH)  # type: ignore[union-attr]
+    [call] = final.output
+    assert call.type == "custom_tool_call"
+    assert (call.call_id, call.name, call.input) == ("call_p", "apply_patch", PATCH)
+    assert call.id is not None
+    assert call.id.startswith("ctc_")
+
+    # The next turn sends the call back with its output, as Codex does (store false).
+    observed.inner = Scripted(TextDelta("Done."), Finish("stop", Usage(20, 2)))
+    again = client.responses.create(
+        model="echo",
+        store=False,
+        tools=[PATCH_TOOL],
+        input=[
+            {"role": "user", "content": "Add a.txt"},
+            {
+                "type": "custom_tool_call",
+                "call_id": "call_p",
+                "name": "apply_patch",
+                "input": PATCH,
+            },
+            {"type": "custom_tool_call_output", "call_id": "call_p", "output": "Done!"},
+        ],
+    )
+    assert again.output_text == "Done."
+    _, turn, result = observed.requests[1].messages
+    assert [(c.id, c.name, json.loads(c.arguments)) for c in turn.tool_calls] == [
+        ("call_p", "apply_patch", {"input": PATCH})
+    ]
+    assert (result.role, result.tool_call_id, result.text) == ("tool", "call_p", "Done!")
+
+
 async def test_max_tokens_is_an_incomplete_response(
     serve: Serve, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:

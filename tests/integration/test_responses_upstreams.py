@@ -176,8 +176,9 @@ def test_the_clients_body_reaches_the_upstream_as_it_came(
 def test_what_streamfn_cannot_translate_reaches_an_upstream_that_serves_it(
     passed: Callable[..., openai.OpenAI],
 ) -> None:
-    """Structured output, a file, a custom tool, a field newer than streamfn: refused when
-    translated (test_responses_api), sent as they came to a Responses upstream."""
+    """Structured output, a file, a custom tool, a field newer than streamfn: refused (the
+    custom tool offered as a function) when translated (test_responses_api), sent as they came
+    to a Responses upstream."""
     fake = FakeResponses(Transcript().message('{"ok": true}').completed(usage(9, 3)))
     client = passed(fake)
     schema = {"type": "json_schema", "name": "r", "schema": {"type": "object"}, "strict": True}
@@ -196,6 +197,28 @@ def test_what_streamfn_cannot_translate_reaches_an_upstream_that_serves_it(
     assert sent["tools"] == [patch]
     assert sent["input"][0]["content"][1] == file
     assert sent["frobnicate"] == 1
+
+
+def test_a_custom_tools_call_from_an_upstream_that_serves_them_reaches_the_client(
+    passed: Callable[..., openai.OpenAI],
+) -> None:
+    patch = '*** Begin Patch\n*** Add File: a.txt\n+{"input": 1}\n*** End Patch'
+    fake = FakeResponses(
+        Transcript()
+        .custom_call("call_p", "apply_patch", patch[:12], patch[12:])
+        .completed(usage(9, 30))
+    )
+    client = passed(fake)
+    tool: Any = {"type": "custom", "name": "apply_patch", "description": "Edit files"}
+    with client.responses.stream(model=MODEL, input="Add a.txt", tools=[tool]) as events:
+        seen = list(events)
+        final = events.get_final_response()
+    assert fake.bodies[0]["tools"] == [tool]  # as it came
+    [done] = [e for e in seen if e.type == "response.custom_tool_call_input.done"]
+    assert done.input == patch  # type: ignore[union-attr]
+    [call] = final.output
+    assert call.type == "custom_tool_call"
+    assert (call.call_id, call.name, call.input) == ("call_p", "apply_patch", patch)
 
 
 def test_a_chain_is_sent_whole_and_stateless(

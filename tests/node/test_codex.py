@@ -166,6 +166,29 @@ def test_codex_runs_a_command_and_sends_its_output_back(
     assert server.requests() == ["POST /v1/responses 200"] * 2
 
 
+def test_codex_applies_a_patch_through_its_custom_tool_on_a_translated_provider(
+    offline_server: Callable[..., OfflineServer], tmp_path: Path
+) -> None:
+    """A model name Codex knows as OpenAI's makes it offer apply_patch as a custom (free-form,
+    grammar) tool; aliased to echo, it is offered as a function of one `input`. Echo calls it,
+    Codex gets a custom_tool_call, applies the patch and sends the custom_tool_call_output
+    back, which echo answers with."""
+    server = offline_server(STREAMFN_MODEL_ALIASES=json.dumps({"gpt-5.5": "echo"}))
+    home = tmp_path / "home"
+    home.mkdir()
+    patch = "*** Begin Patch\n*** Add File: made.txt\n+made by a patch\n*** End Patch\n"
+    call = "/call apply_patch " + json.dumps({"input": patch})
+    done = codex(server, home, call, "--json", "-m", "gpt-5.5", "--sandbox", "workspace-write")
+    assert done.returncode == 0, f"codex failed:\n{done.stdout}\n{done.stderr}"
+    assert (home / "made.txt").read_text() == "made by a patch\n"
+    seen = events(done)
+    [change] = items(seen, "file_change")
+    assert change["status"] == "completed"
+    [answer] = [m["text"] for m in items(seen, "agent_message")]
+    assert answer.startswith("apply_patch returned ")
+    assert server.requests() == ["POST /v1/responses 200"] * 2
+
+
 def test_codex_shows_streamfns_refusal(
     offline_server: Callable[..., OfflineServer], tmp_path: Path
 ) -> None:

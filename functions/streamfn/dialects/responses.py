@@ -17,12 +17,14 @@ arrives), then `response.completed`, or `response.incomplete` (max tokens, a con
   `encrypted_content` carries the block's signature (or redacted data) when the client keeps
   the conversation (`store: false`) or asks for it (`include: ["reasoning.encrypted_content"]`);
 - a function call: `output_item.added`, `function_call_arguments.delta`s (the arguments' JSON
-  text as its fragments come), `function_call_arguments.done`, `output_item.done`.
+  text as its fragments come), `function_call_arguments.done`, `output_item.done`;
+- a custom tool's call: `output_item.added`, `custom_tool_call_input.delta` and `.done`,
+  `output_item.done` (`responses_custom`).
 
 The final Response object, in the last event and from `GET`, is whole: output, usage (with
 `input_tokens_details.cached_tokens` and `output_tokens_details.reasoning_tokens`), status,
 `created_at`, `completed_at`. Ids: the response is `resp_<request id>`, its items
-`msg_`/`rs_`/`fc_<request id>_<n>`, so that an item's id names the stored response it is in
+`msg_`/`rs_`/`fc_`/`ctc_<request id>_<n>`, so that an item's id names the stored response it is in
 (`response_of`). Errors before the stream are OpenAI's, as on `/v1/chat/completions`.
 """
 
@@ -47,6 +49,7 @@ from streamfn.content import Reasoning, ToolCall
 from streamfn.dialects import Event, dumps
 from streamfn.dialects.blocks import Begin, BlockEvent, Blocks, End, Kind, Piece
 from streamfn.dialects.openai import DIALECT
+from streamfn.dialects.responses_custom import custom_input, custom_names
 from streamfn.dialects.responses_request import ResponsesBody, encrypted_content
 from streamfn.prices import cost_of
 from streamfn.response_ids import response_of
@@ -127,7 +130,7 @@ _CODES = {"rate_limit": "rate_limit_exceeded", "bad_request": "invalid_prompt"}
 class _Item:
     """The output item being streamed: its text (or arguments) so far."""
 
-    __slots__ = ("call_id", "id", "index", "kind", "name", "pieces", "summary", "whole")
+    __slots__ = ("call_id", "custom", "id", "index", "kind", "name", "pieces", "summary", "whole")
 
     def __copy__(self) -> _Item:
         copied = _Item.__new__(_Item)
@@ -142,8 +145,9 @@ class _Item:
         copied.pieces = list(self.pieces)
         return copied
 
-    def __init__(self, begin: Begin, id: str) -> None:
+    def __init__(self, begin: Begin, id: str, custom: bool = False) -> None:
         self.id = id
+        self.custom = custom  # a call of a custom tool (`responses_custom`)
         self.index = begin.index
         self.kind = begin.kind
         self.name = begin.name
@@ -166,6 +170,7 @@ class ResponseEncoder:
         self._blocks = Blocks()
         self._output: list[dict[str, Any]] = []
         self._open: _Item | None = None
+        self._custom = custom_names(response["tools"])
 
     def _event(self, type: str, body: dict[str, Any]) -> Event:
         data = dumps({"type": type, "sequence_number": self._seq, **body})
@@ -253,8 +258,10 @@ class ResponseEncoder:
                     assert item is not None
                     item.pieces.append(text)
                     self._piece(item, text, out)
-                case Begin(index=index, kind=kind):
-                    item = _Item(event, f"{_PREFIXES[kind]}_{self._rid}_{index}")
+                case Begin(index=index, kind=kind, name=name):
+                    custom = kind == "tool_call" and name in self._custom
+                    prefix = "ctc" if custom else _PREFIXES[kind]
+                    item = _Item(event, f"{prefix}_{self._rid}_{index}", custom)
                     self._open = item
                     added = {"output_index": index, "item": self._item(item, "in_progress")}
                     out.append(self._event("response.output_item.added", added))
@@ -272,6 +279,8 @@ class ResponseEncoder:
                     assert_never(event)
 
     def _piece(self, item: _Item, text: str, out: list[Event]) -> None:
+        if item.custom:
+            return  # JSON-wrapped until whole: its input goes as one delta when it ends
         if item.kind == "reasoning" and not item.summary:
             item.summary = True
             part = {"type": "summary_text", "text": ""}
@@ -306,6 +315,16 @@ class ResponseEncoder:
                 self._event(
                     "response.content_part.done", {**where, "content_index": 0, "part": _text(text)}
                 )
+            )
+        elif item.custom:
+            arguments = call.arguments if call is not None else text
+            item.pieces = [arguments]
+            input = custom_input(arguments)
+            if input:
+                delta = {**where, "delta": input}
+                out.append(self._event("response.custom_tool_call_input.delta", delta))
+            out.append(
+                self._event("response.custom_tool_call_input.done", {**where, "input": input})
             )
         elif item.kind == "tool_call":
             arguments = call.arguments if call is not None else text
@@ -348,6 +367,15 @@ class ResponseEncoder:
                 "status": status,
                 "role": "assistant",
                 "content": content,
+            }
+        if item.custom:
+            return {
+                "id": item.id,
+                "type": "custom_tool_call",
+                "status": status,
+                "call_id": item.call_id,
+                "name": item.name,
+                "input": custom_input(text) if status == "completed" else "",
             }
         if item.kind == "tool_call":
             return {

@@ -18,7 +18,8 @@ What streamfn cannot honour is refused with a 400 naming the field: structured o
 (`text.format` other than text), `background`, `conversation`, `prompt`, file inputs. Hosted
 tools (web search, file search, code interpreter, ...) are OpenAI's own: no provider here runs
 them, so they are left out of what the model is offered (Codex offers `web_search` with every
-request), and a `tool_choice` that forces one is refused.
+request), and a `tool_choice` that forces one is refused. Custom (free-form) tools are offered
+as functions of one string `input`, and their calls go back so (`responses_custom`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from streamfn.content import (
 from streamfn.controls import describe
 from streamfn.dialects.native import MaxTokens
 from streamfn.dialects.openai_request import Name, _Open
+from streamfn.dialects.responses_custom import custom_call, custom_tool
 from streamfn.request import ChatRequest, Limits, NativeBody
 
 Item = dict[str, Any]
@@ -172,9 +174,7 @@ class ResponsesBody(_Open):
                     if isinstance(member, dict) and member.get("type", "function") == "function":
                         yield _function(member, f"tools.{i}.tools.{j}")
             elif kind == "custom" and not native:
-                raise InvalidContent(
-                    f"tools.{i}.type", "custom (free-form) tools are not supported"
-                )
+                yield custom_tool(tool, f"tools.{i}")
             elif not isinstance(kind, str):
                 raise InvalidContent(f"tools.{i}.type", "a tool needs a type")
 
@@ -234,7 +234,7 @@ def messages_of(items: list[Item], limits: Limits, native: bool = False) -> list
         at = f"input.{i}"
         kind = item.get("type", "message")
         role = item.get("role")
-        if kind in ("reasoning", "function_call") or (kind == "message" and role == "assistant"):
+        if kind in _TURN_ITEMS or (kind == "message" and role == "assistant"):
             turn = turn or _Turn()
             turn.add(item, at)
             continue
@@ -244,7 +244,7 @@ def messages_of(items: list[Item], limits: Limits, native: bool = False) -> list
         if kind == "message":
             if (message := _message(item, at, limits, native)) is not None:
                 out.append(message)
-        elif kind == "function_call_output":
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             out.append(_output(item, at))
         elif kind == "item_reference":
             raise InvalidContent(f"{at}.id", "an item_reference must name a stored item")
@@ -253,6 +253,10 @@ def messages_of(items: list[Item], limits: Limits, native: bool = False) -> list
     if turn is not None:
         out.append(turn.message())
     return out
+
+
+# The items of an assistant turn, beside its message.
+_TURN_ITEMS = ("reasoning", "function_call", "custom_tool_call")
 
 
 class _Turn:
@@ -272,6 +276,8 @@ class _Turn:
             if not isinstance(name, str) or not isinstance(arguments, str):
                 raise InvalidContent(at, f"{at}: a function_call needs a name and arguments")
             self.calls.append(ToolCall(_id(item.get("call_id"), f"{at}.call_id"), name, arguments))
+        elif kind == "custom_tool_call":
+            self.calls.append(custom_call(item, _id(item.get("call_id"), f"{at}.call_id"), at))
         else:
             self.parts += _texts(item.get("content"), f"{at}.content", ("output_text", "refusal"))
 

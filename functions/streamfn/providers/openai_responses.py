@@ -45,6 +45,7 @@ from streamfn.chunks import (
     Usage,
 )
 from streamfn.content import Reasoning, ToolCall, tag_signature
+from streamfn.dialects.responses_custom import custom_call
 from streamfn.providers import upstream
 from streamfn.providers.assembly import whole_call
 from streamfn.providers.sse_reader import SSEReader
@@ -300,6 +301,10 @@ class _Reading:
 
     def _done(self, index: int, item: dict[str, Any]) -> list[StreamChunk]:
         kind = item.get("type")
+        if kind == "custom_tool_call":  # its input whole: the encoder streams it so
+            self.called = True
+            call_id = item["call_id"]
+            return whole_call(custom_call(item, call_id, f"output.{index}"))
         if kind == "function_call":
             self.called = True
             call = self.calls.pop(index, None)
