@@ -1,7 +1,8 @@
 """The goals `make bench` reports on, each as (target, streamfn's figure, the baseline's, ratio or
 difference, goal, met), from one run's figures (bench/results.json): issue 13's against the
 baselines, issue 20's for the Gemini and Bedrock providers against the OpenAI one, the fleet
-on Redis against one process, and the Messages and Responses routes against Chat Completions.
+on Redis against one process, and the Messages and Responses routes against Chat Completions;
+issue 26's for tracing (bench/traced.py) and issue 23's for Managed Instances (bench/lmi.py).
 `all_goals` gives those whose targets a run measured (BENCH_ONLY runs some only).
 """
 
@@ -351,8 +352,11 @@ GROUPS = (
 
 
 def all_goals(rows: dict[str, Any]) -> list[Row]:
+    # The tracing and Managed Instances goals live beside what measures them, and import this.
+    from bench import lmi, traced
+
     out: list[Row] = []
-    for group, needs in GROUPS:
+    for group, needs in (*GROUPS, (traced.goals, ("traced",)), (lmi.goals, ("lmi",))):
         if all(name in rows for name in needs):
             out += group(rows)
     return out

@@ -17,6 +17,7 @@ LISTED = (
     "relay",
     "seed",
     "streamfn",
+    "traced",
     "gemini",
     "bedrock",
     "chat",
@@ -52,6 +53,7 @@ def plot(rows: dict[str, Any], path: Path) -> None:
         ("relay", "raw Starlette relay"),
         ("seed", "seed design"),
         ("streamfn", "streamfn"),
+        ("traced", "streamfn, OpenTelemetry on"),
         ("gemini", "streamfn, Gemini"),
         ("bedrock", "streamfn, Bedrock"),
         ("chat", "streamfn, /v1/chat/completions"),
@@ -167,6 +169,11 @@ def write(
         "Responses are compared with Chat Completions of the same run; their added time to",
         "first token is over the upstream read directly, as 2a's is.",
         "",
+        "`traced` is the OpenAI target with OpenTelemetry on: `OTEL_EXPORTER_OTLP_ENDPOINT` set",
+        "to a receiver on loopback (tests/fakes/otlp.py, decoding every export), so a trace per",
+        "request and the GenAI metrics go out over OTLP/HTTP; compared with the OpenAI target,",
+        "tracing off, of the same run.",
+        "",
         "## Targets",
         "",
         "| target | streamfn | baseline | ratio | goal | met |",
@@ -214,6 +221,10 @@ def write(
     lines += fleet_section(rows)
     if "lambda" in rows:
         lines += lambda_section(rows["lambda"])
+    if "lmi" in rows:
+        from bench import lmi
+
+        lines += lmi.section(rows)
     lines += ["", "## Machine", "", _machine(), ""]
     path.write_text("\n".join(lines))
 

@@ -14,7 +14,11 @@ upstream) on its client-protocol routes, `/v1/chat/completions`, `/v1/messages` 
 `/v1/responses`, each with its protocol's streaming body; the Messages and Responses routes are
 compared with Chat Completions (bench/goals.py's `protocol_targets`).
 
-`BENCH_ONLY=name,name,...` measures only those: names of TARGETS, `fleet`, `lambda`. The
+`traced` is the `streamfn` target with OpenTelemetry on, exporting to a receiver on loopback
+(bench/traced.py); `lmi` is N concurrent streams in one Lambda runtime process, as Lambda
+Managed Instances run it (bench/lmi.py).
+
+`BENCH_ONLY=name,name,...` measures only those: names of TARGETS, `fleet`, `lambda`, `lmi`. The
 upstream is measured in every run (every added time to first token is over it), and only the
 goals whose targets were measured are reported. Such a partial run writes BENCHMARKS.md,
 results.json and streams.png to `BENCH_OUT` (a directory), else to a new temporary directory it
@@ -44,7 +48,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import load, servers  # noqa: E402
+from bench import load, servers, traced  # noqa: E402
 from bench.measures import (  # noqa: E402
     QUICK,
     Figures,
@@ -76,6 +80,7 @@ class Spec:
     body: dict[str, Any] | None = None  # the whole request body but its `model` (the script)
     app: str | None = None  # the app bench/targets.py serves for it; None: the target's name
     until: bytes | None = None  # where the token scan stops (bench/load.py)
+    otlp: bool = False  # OpenTelemetry on, exporting to a receiver of its own (bench/traced.py)
 
     def request_body(self) -> dict[str, Any]:
         return self.body if self.body is not None else {"messages": MESSAGES, **self.extra}
@@ -102,6 +107,17 @@ TARGETS = {
     "seed": Spec("seed design", "/chat/stream", {}, "openai", 2000),
     "streamfn": Spec(
         "streamfn (uvicorn)", "/chat/stream", {"provider": "openai"}, "openai", 5000, idle=True
+    ),
+    # The same app with OpenTelemetry on (OTLP to a loopback receiver), compared with
+    # `streamfn` (tracing off) of the same run up to 1,000 streams.
+    "traced": Spec(
+        "streamfn, OpenTelemetry on (uvicorn)",
+        "/chat/stream",
+        {"provider": "openai"},
+        "openai",
+        1000,
+        app="streamfn",
+        otlp=True,
     ),
     "gemini": Spec(
         "streamfn, Gemini provider (uvicorn)",
@@ -156,7 +172,7 @@ TARGETS = {
         until=b"response.output_text.done",
     ),
 }
-EXTRAS = ("fleet", "lambda")  # BENCH_ONLY's names beside TARGETS'
+EXTRAS = ("fleet", "lambda", "lmi")  # BENCH_ONLY's names beside TARGETS'
 
 
 def only() -> set[str] | None:
@@ -191,16 +207,18 @@ def upstream(spec: Spec, openai: tuple[int, str]) -> Iterator[tuple[int, str]]:
         yield port, url.format(port=port)
 
 
-def server(spec: Spec, command: list[str]) -> contextlib.AbstractContextManager[int]:
+def server(
+    spec: Spec, command: list[str], env: dict[str, str] | None = None
+) -> contextlib.AbstractContextManager[int]:
     """A target's process; an optional one that does not start is skipped."""
     if not spec.optional:
-        return servers.process(command)
+        return servers.process(command, env)
 
     @contextlib.contextmanager
     def started() -> Iterator[int]:
         with contextlib.ExitStack() as stack:
             try:
-                port = stack.enter_context(servers.process(command))
+                port = stack.enter_context(servers.process(command, env))
             except servers.NotListening as exc:
                 raise Skipped(f"streamfn did not start with it: {exc}") from None
             yield port
@@ -213,16 +231,20 @@ async def measure_target(name: str, spec: Spec, figures: Figures, openai: tuple[
     command = [str(HERE / "targets.py"), spec.app or name, PORT]
     with upstream(spec, openai) as (upstream_port, upstream_url):
         with contextlib.ExitStack() as stack:
+            receiver = stack.enter_context(traced.collector()) if spec.otlp else None
             if name == "upstream":
                 port = upstream_port
             else:
-                port = stack.enter_context(server(spec, [*command, upstream_url]))
+                env = receiver.env if receiver is not None else None
+                port = stack.enter_context(server(spec, [*command, upstream_url], env))
             target = Target(name, spec.label, [port], spec.path, body, spec.until)
             if name != "upstream":
                 await first_use(target, figures, spec.optional)
             await single_stream(target, figures)
             await ttft(target, figures)
             await concurrency(target, figures, [n for n in LADDER if n <= spec.ceiling])
+            if receiver is not None:  # that it traced, as well as what it cost
+                figures.set(name, "exported", receiver.counts())
         if spec.idle:
             with server(spec, [*command, upstream_url]) as port:
                 target = Target(name, spec.label, [port], spec.path, body, spec.until)
@@ -280,6 +302,10 @@ async def measure(figures: Figures, names: set[str] | None) -> None:
                 figures.set(name, "skipped", str(exc))
         if names is None or "fleet" in names:
             await fleet(figures, openai[1])
+        if names is None or "lmi" in names:
+            from bench import lmi
+
+            await lmi.measure(figures, openai)
 
 
 def lambda_figures(figures: Figures) -> None:
