@@ -211,52 +211,28 @@ class Transcript:
 
     def call(self, call_id: str, name: str, *fragments: str) -> Transcript:
         """A function call whose arguments stream as `fragments`."""
-        id = f"fc_{self._hex()}"
-        item = {
-            "id": id,
-            "type": "function_call",
-            "status": "in_progress",
-            "arguments": "",
-            "call_id": call_id,
-            "name": name,
-        }
-        index = self._added(item)
-        for fragment in fragments:
-            self._delta(
-                "response.function_call_arguments.delta", fragment, item_id=id, output_index=index
-            )
-        arguments = "".join(fragments)
-        self._event(
-            "response.function_call_arguments.done",
-            item_id=id,
-            output_index=index,
-            arguments=arguments,
-        )
-        self._done(index, {**item, "status": "completed", "arguments": arguments})
-        return self
+        item = {"type": "function_call", "call_id": call_id, "name": name}
+        return self._call("fc", item, "arguments", "function_call_arguments", fragments)
 
     def custom_call(self, call_id: str, name: str, *fragments: str) -> Transcript:
         """A custom (free-form) tool's call whose input streams as `fragments`
         (`response.custom_tool_call_input.delta`s, then `.done`)."""
-        id = f"ctc_{self._hex()}"
-        item = {
-            "id": id,
-            "type": "custom_tool_call",
-            "status": "in_progress",
-            "call_id": call_id,
-            "input": "",
-            "name": name,
-        }
+        item = {"type": "custom_tool_call", "call_id": call_id, "name": name}
+        return self._call("ctc", item, "input", "custom_tool_call_input", fragments)
+
+    def _call(
+        self, prefix: str, item: dict[str, Any], field: str, events: str, fragments: tuple[str, ...]
+    ) -> Transcript:
+        """A call `item` whose `field` streams as `fragments`, in `response.<events>.delta`s
+        and a `.done`."""
+        id = f"{prefix}_{self._hex()}"
+        item = {"id": id, **item, "status": "in_progress", field: ""}
         index = self._added(item)
         for fragment in fragments:
-            self._delta(
-                "response.custom_tool_call_input.delta", fragment, item_id=id, output_index=index
-            )
-        text = "".join(fragments)
-        self._event(
-            "response.custom_tool_call_input.done", item_id=id, output_index=index, input=text
-        )
-        self._done(index, {**item, "status": "completed", "input": text})
+            self._delta(f"response.{events}.delta", fragment, item_id=id, output_index=index)
+        whole = "".join(fragments)
+        self._event(f"response.{events}.done", item_id=id, output_index=index, **{field: whole})
+        self._done(index, {**item, "status": "completed", field: whole})
         return self
 
     def reasoning(self, parts: list[list[str]], encrypted: str) -> Transcript:

@@ -267,16 +267,36 @@ def serving(
         yield Server(thread.url, app, environment)
 
 
-def _child_environment(server: Server) -> dict[str, str]:
-    outer = {
+def _outer() -> dict[str, str]:
+    """This process's environment but streamfn's settings: a snippet sets its own."""
+    return {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("STREAMFN_") and k not in _alias_names()
     }
-    return {**outer, **server.environment}
 
 
-def _completed(done: subprocess.CompletedProcess[str], block: Block) -> str:
+def _child_environment(server: Server) -> dict[str, str]:
+    return {**_outer(), **server.environment}
+
+
+def _run(
+    command: list[str],
+    block: Block,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    timeout_s: float = 60,
+) -> str:
+    """`command` run for `block`; what it printed, once it has succeeded."""
+    done = subprocess.run(
+        command,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
     assert done.returncode == 0, (
         f"{block.where} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
     )
@@ -291,31 +311,14 @@ def run_sh(block: Block, server: Server, tmp_path: Path) -> str:
         'curl() { command curl --fail-with-body --silent --show-error "$@"; }\n'
         + block.text.replace(BASE, server.url)
     )
-    done = subprocess.run(
-        ["bash", "-c", script],
-        cwd=ROOT,
-        env={**_child_environment(server), "TMPDIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return _completed(done, block)
+    env = {**_child_environment(server), "TMPDIR": str(tmp_path)}
+    return _run(["bash", "-c", script], block, env, ROOT)
 
 
 def run_python(block: Block, server: Server, tmp_path: Path) -> str:
     script = tmp_path / "snippet.py"
     script.write_text(block.text.replace(BASE, server.url), encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=_child_environment(server),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return _completed(done, block)
+    return _run([sys.executable, str(script)], block, _child_environment(server), tmp_path)
 
 
 # Under Node, as a browser would run it: EventSource is the `eventsource` package's (Node 22 has
@@ -343,16 +346,7 @@ def run_js(block: Block, server: Server, tmp_path: Path) -> str:
         (tmp_path / "streamfn.js").write_text(client.raise_for_status().text, encoding="utf-8")
         code = code.replace(served, '"./streamfn.js"')
     (tmp_path / "snippet.mjs").write_text(_NODE_PRELUDE + code, encoding="utf-8")
-    done = subprocess.run(
-        [str(NODE22), "snippet.mjs"],
-        cwd=tmp_path,
-        env=_child_environment(server),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return _completed(done, block)
+    return _run([str(NODE22), "snippet.mjs"], block, _child_environment(server), tmp_path)
 
 
 def run_post(block: Block, server: Server) -> str:
@@ -395,17 +389,8 @@ def check_settings(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
         'make() { [ "${1-}" = run ] || { echo "not make run: make $*" >&2; return 2; }; '
         'n=$((n + 1)); env -0 > "$RUNS/$n"; }\n' + block.text
     )
-    outer = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFN_")}
-    outer = {k: v for k, v in outer.items() if k not in _alias_names()}
-    done = subprocess.run(
-        ["bash", "-c", script],
-        env={**outer, "RUNS": str(runs)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    _completed(done, block)
+    outer = _outer()
+    _run(["bash", "-c", script], block, {**outer, "RUNS": str(runs)}, timeout_s=30)
     started = sorted(runs.iterdir(), key=lambda p: int(p.name))
     assert started, f"{block.where}: a settings block with no `make run`"
     for run in started:

@@ -316,21 +316,19 @@ class ResponseEncoder:
                     "response.content_part.done", {**where, "content_index": 0, "part": _text(text)}
                 )
             )
-        elif item.custom:
-            arguments = call.arguments if call is not None else text
-            item.pieces = [arguments]
-            input = custom_input(arguments)
-            if input:
-                delta = {**where, "delta": input}
-                out.append(self._event("response.custom_tool_call_input.delta", delta))
-            out.append(
-                self._event("response.custom_tool_call_input.done", {**where, "input": input})
-            )
         elif item.kind == "tool_call":
             arguments = call.arguments if call is not None else text
             item.pieces = [arguments]
-            done = {**where, "name": item.name, "arguments": arguments or "{}"}
-            out.append(self._event("response.function_call_arguments.done", done))
+            if item.custom:
+                input = custom_input(arguments)
+                if input:
+                    delta = {**where, "delta": input}
+                    out.append(self._event("response.custom_tool_call_input.delta", delta))
+                done = {**where, "input": input}
+                out.append(self._event("response.custom_tool_call_input.done", done))
+            else:
+                done = {**where, "name": item.name, "arguments": arguments or "{}"}
+                out.append(self._event("response.function_call_arguments.done", done))
         elif item.summary:
             out.append(
                 self._event(

@@ -303,8 +303,7 @@ class _Reading:
         kind = item.get("type")
         if kind == "custom_tool_call":  # its input whole: the encoder streams it so
             self.called = True
-            call_id = item["call_id"]
-            return whole_call(custom_call(item, call_id, f"output.{index}"))
+            return whole_call(custom_call(item, item["call_id"], f"output.{index}"))
         if kind == "function_call":
             self.called = True
             call = self.calls.pop(index, None)
