@@ -6,7 +6,8 @@ of S characters, as fast as it goes) and then reads nothing. The server (local/s
 do: its resident memory is sampled throughout, then again once the streams have ended and the
 clients have gone, with the log's size and whether each client's connection was reset.
 
-Run: python bench/nonreaders.py [N] (100 by default); `make bench` reports it too.
+Run: python bench/nonreaders.py [N] (100 by default); `make bench` reports it too (its
+`nonreaders` row, `BENCH_ONLY=nonreaders` alone: about half a minute).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).parents[1]
+STREAMS = 100  # the issue's (#22) figure: what 100 non-readers cost
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,27 @@ def measure(
             process.wait(10)
 
 
+def section(rows: dict[str, Any]) -> list[str]:
+    """BENCHMARKS.md's account of the `nonreaders` row."""
+    c = Cost(**rows["nonreaders"]["cost"])
+    answer_mb = c.answer_bytes / (1 << 20)
+    return [
+        "",
+        "## Clients that never read",
+        "",
+        f"{c.streams} clients each open `POST /chat/stream` for a {answer_mb:.0f} MB answer (the",
+        "fake upstream as fast as it goes) and read nothing; the server is `make run`'s, its",
+        "SQLite stream log on, write timeout 2 s, resume grace 1 s (bench/nonreaders.py).",
+        "",
+        "| server RSS before | at its highest | after they ended | per stream, at the highest "
+        "| stream log after | ended in the log | connections reset |",
+        "|---|---|---|---|---|---|---|",
+        f"| {c.baseline_mb:.0f} MB | {c.peak_mb:.0f} MB | {c.after_mb:.0f} MB | "
+        f"{(c.peak_mb - c.baseline_mb) / c.streams:.1f} MB | {c.log_mb:.0f} MB | "
+        f"{c.ended} of {c.streams} ({c.too_large} too large) | {c.reset} |",
+    ]
+
+
 if __name__ == "__main__":
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else STREAMS
     sys.stdout.write(json.dumps(asdict(measure(count)), indent=2) + "\n")

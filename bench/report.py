@@ -225,6 +225,10 @@ def write(
         from bench import lmi
 
         lines += lmi.section(rows)
+    if "nonreaders" in rows:
+        from bench import nonreaders
+
+        lines += nonreaders.section(rows)
     lines += ["", "## Machine", "", _machine(), ""]
     path.write_text("\n".join(lines))
 

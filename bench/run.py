@@ -16,9 +16,11 @@ compared with Chat Completions (bench/goals.py's `protocol_targets`).
 
 `traced` is the `streamfn` target with OpenTelemetry on, exporting to a receiver on loopback
 (bench/traced.py); `lmi` is N concurrent streams in one Lambda runtime process, as Lambda
-Managed Instances run it (bench/lmi.py).
+Managed Instances run it (bench/lmi.py); `nonreaders` what 100 clients that never read cost a
+server (bench/nonreaders.py).
 
-`BENCH_ONLY=name,name,...` measures only those: names of TARGETS, `fleet`, `lambda`, `lmi`. The
+`BENCH_ONLY=name,name,...` measures only those: names of TARGETS, `fleet`, `lambda`, `lmi`,
+`nonreaders`. The
 upstream is measured in every run (every added time to first token is over it), and only the
 goals whose targets were measured are reported. Such a partial run writes BENCHMARKS.md,
 results.json and streams.png to `BENCH_OUT` (a directory), else to a new temporary directory it
@@ -30,7 +32,9 @@ rows alone, quickly (about half a minute; two minutes without BENCH_QUICK):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import resource
@@ -172,7 +176,7 @@ TARGETS = {
         until=b"response.output_text.done",
     ),
 }
-EXTRAS = ("fleet", "lambda", "lmi")  # BENCH_ONLY's names beside TARGETS'
+EXTRAS = ("fleet", "lambda", "lmi", "nonreaders")  # BENCH_ONLY's names beside TARGETS'
 
 
 def only() -> set[str] | None:
@@ -306,6 +310,12 @@ async def measure(figures: Figures, names: set[str] | None) -> None:
             from bench import lmi
 
             await lmi.measure(figures, openai)
+    if names is None or "nonreaders" in names:
+        from bench import nonreaders
+
+        say(f"{nonreaders.STREAMS} clients that never read")
+        cost = await asyncio.to_thread(nonreaders.measure, nonreaders.STREAMS)
+        figures.set("nonreaders", "cost", dataclasses.asdict(cost))
 
 
 def lambda_figures(figures: Figures) -> None:
