@@ -92,16 +92,19 @@ def _own_cpu_s() -> float:
 
 
 @contextlib.asynccontextmanager
-async def runtime(slots: int, upstream_url: str) -> AsyncIterator[tuple[RuntimeAPI, int]]:
-    """A runtime process with `slots` invocation loops, once every one waits in `next`: its
-    Runtime API and its pid. Its output (JSON log lines, EMF) goes to a file, shown if it dies."""
+async def runtime(
+    slots: int, upstream_url: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[RuntimeAPI, int]]:
+    """A runtime process with `slots` invocation loops (`env` added to its environment), once
+    every one waits in `next`: its Runtime API and its pid. Its output (JSON log lines, EMF)
+    goes to a file, shown if it dies."""
     api = RuntimeAPI()
     await api.start()
     with tempfile.TemporaryFile(prefix="streamfn-bench-lmi-") as log:
         child = await asyncio.create_subprocess_exec(
             str(BOOTSTRAP),
             sys.executable,  # the exec wrapper's first argument: the interpreter
-            env=runtime_env(api.port, slots, upstream_url),
+            env=runtime_env(api.port, slots, upstream_url) | (env or {}),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
