@@ -24,13 +24,14 @@ from genai_prices import Usage as Counts
 from genai_prices import calc_price
 from starlette.types import ASGIApp
 
+from local.stack import create_table
 from streamfn.app import create_app
 from streamfn.chunks import Usage
 from streamfn.prices import Catalog, Prices, Rates, catalogs
 from streamfn.request import ChatRequest
 from streamfn.settings import CompatibleProvider, Settings
 from streamfn.stores import DynamoDBUsageStore, SqliteUsageStore
-from streamfn.stores.dynamodb import COUNTED, DAY_INDEX
+from streamfn.stores.dynamodb import DAY_INDEX
 from streamfn.usage import Tally, UsageRecord
 from tests.fakes import bedrock as fake_bedrock
 from tests.fakes import gemini as fake_gemini
@@ -537,37 +538,28 @@ def test_sqlite_totals_add_up_the_costs_and_an_older_file_gains_the_columns(
 
 
 def test_dynamodb_totals_add_up_the_costs(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the table as template.yaml makes it: its day index does not project cost_usd (it
+    cannot be changed on a deployed stack), so the costs are read from the table."""
     for name, value in moto.env.items():
         monkeypatch.setenv(name, value)
     table = f"usage-{uuid.uuid4().hex[:8]}"
-    # The day index projecting what `streamfn usage` totals, cost_usd among it.
-    moto.dynamodb().create_table(
-        TableName=table,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "request_id", "AttributeType": "S"},
-            {"AttributeName": "day", "AttributeType": "S"},
-            {"AttributeName": "started_at", "AttributeType": "N"},
-        ],
-        KeySchema=[{"AttributeName": "request_id", "KeyType": "HASH"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": DAY_INDEX,
-                "KeySchema": [
-                    {"AttributeName": "day", "KeyType": "HASH"},
-                    {"AttributeName": "started_at", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(COUNTED)},
-            }
-        ],
-    )
+    create_table(moto.dynamodb(), "UsageTable", table)
+    [index] = moto.dynamodb().describe_table(TableName=table)["Table"]["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == DAY_INDEX
+    assert "cost_usd" not in index["Projection"].get("NonKeyAttributes", [])
     store = DynamoDBUsageStore(table, ttl_days=90)
     now = time.time()
-    for n, cost in enumerate((0.0001, 0.00025, None)):
+    # More than one BatchGetItem's hundred keys, one of them unpriced (an unknown model).
+    costs = [0.0001 * (n + 1) for n in range(149)] + [None]
+    for n, cost in enumerate(costs):
         store.write_sync(priced_record(n, now, cost))
     [totals] = store.totals(1)
-    assert totals.requests == 3
-    assert totals.cost_usd == pytest.approx(0.00035)
+    assert totals.requests == 150
+    assert totals.cost_usd == pytest.approx(sum(c for c in costs if c is not None))
+    # Nothing priced in a day: no cost, not zero.
+    for n in range(3):
+        store.write_sync(priced_record(200 + n, now - 86400, None))
+    assert [t.cost_usd for t in store.totals(2)][1] is None
 
 
 def test_a_record_as_opened_claims_no_cost() -> None:

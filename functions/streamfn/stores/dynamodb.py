@@ -22,9 +22,8 @@ if TYPE_CHECKING:
 
 TTL_ATTRIBUTE = "expires_at"
 # The index `streamfn usage` queries, one UTC day at a time (template.yaml declares it): `day`
-# as its partition key, `started_at` as its sort key, the counted attributes projected
-# (`cost_usd` among them: an index that does not project it, as one made before #26, totals no
-# cost). A query of it reads what it projects, so a record's other attributes are never read.
+# as its partition key, `started_at` as its sort key, the counted attributes projected. A query
+# of it reads what it projects, so a record's other attributes are never read.
 DAY_INDEX = "by-day"
 COUNTED = (
     "provider",
@@ -33,8 +32,15 @@ COUNTED = (
     "input_tokens",
     "output_tokens",
     "usage_estimated",
-    "cost_usd",
 )
+# Not projected by the index, which was made before records had a cost: CloudFormation cannot
+# change an existing index's projection ("Cannot update GSI's properties other than Provisioned
+# Throughput and Contributor Insights Specification"), nor drop one and add another in one
+# update, so every deployed stack would fail to update. A record the index shows without it is
+# read from the table by its key (BatchGetItem), which also tells an unpriced record (no
+# cost_usd in the table either: an unknown model) from one the index does not show.
+COST = "cost_usd"
+_BATCH = 100  # BatchGetItem's most keys a call
 
 
 def item(record: UsageRecord, ttl_days: int) -> dict[str, Any]:
@@ -112,10 +118,14 @@ class DynamoDBUsageStore:
         costs: dict[tuple[str, str, str], Decimal] = {}
         for back in range(days):
             day = (today - timedelta(days=back)).isoformat()
-            for found in self._day(day):
+            records = list(self._day(day))
+            unseen = [str(r["request_id"]) for r in records if COST not in r]
+            priced = self._costs(unseen) if unseen else {}
+            for found in records:
                 key = (day, str(found["provider"]), str(found["model"]))
                 row = sums.setdefault(key, [0] * 6)
-                if (cost := found.get("cost_usd")) is not None:
+                cost = found.get(COST, priced.get(str(found["request_id"])))
+                if cost is not None:
                     costs[key] = costs.get(key, Decimal(0)) + Decimal(cost)
                 outcome = found.get("outcome")
                 for i, value in enumerate(
@@ -153,6 +163,34 @@ class DynamoDBUsageStore:
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _costs(self, request_ids: list[str]) -> dict[str, Any]:
+        """The `cost_usd` of these records, read from the table; those without one are absent."""
+        from boto3.dynamodb.types import TypeDeserializer
+
+        deserialize = TypeDeserializer().deserialize
+        found: dict[str, Any] = {}
+        for start in range(0, len(request_ids), _BATCH):
+            wanted: dict[str, Any] = {
+                self.table: {
+                    "Keys": [{"request_id": {"S": r}} for r in request_ids[start : start + _BATCH]],
+                    "ProjectionExpression": "request_id, #cost",
+                    "ExpressionAttributeNames": {"#cost": COST},
+                }
+            }
+            delay_s = 0.05
+            while wanted:
+                page = self._dynamodb().batch_get_item(RequestItems=wanted)
+                for raw in page.get("Responses", {}).get(self.table, []):
+                    if COST in raw:
+                        found[raw["request_id"]["S"]] = deserialize(raw[COST])
+                # Keys DynamoDB did not get to (throttled, or past 16 MB): asked again, with
+                # the backoff AWS asks for.
+                wanted = dict(page.get("UnprocessedKeys") or {})
+                if wanted:
+                    time.sleep(delay_s)
+                    delay_s = min(delay_s * 2, 1.0)
+        return found
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._dynamodb.close)
