@@ -366,6 +366,62 @@ async def test_a_whole_openai_completion_carries_the_signature_too(serve: Serve)
     assert completion.choices[0].finish_reason == "tool_calls"
 
 
+# --- /v1/responses, with the official openai SDK ---------------------------------------------
+
+
+@pytest.mark.parametrize("store", [False, True])
+async def test_a_responses_client_keeping_the_conversation_sends_the_calls_signature_back(
+    serve: Serve, store: bool
+) -> None:
+    """Codex's way (`store: false`, every turn's output items sent back as input): the call's
+    signature rides in a reasoning item's `encrypted_content` after the call, as OpenAI's own
+    state does, and goes back on the call's part. Stored and chained by id, the same."""
+    with Upstream(g.reply(g.THOUGHTS_AND_TWO_CALLS), g.checks_signatures(g.ANSWER)) as up:
+        url = serve(app(up))
+        sdk = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        tools: Any = [{"type": "function", **tool} for tool in (WEATHER, TIME)]
+        model = f"gemini/{g.MODEL}"
+        try:
+            events = await sdk.responses.create(
+                model=model,
+                input=[QUESTION],
+                tools=tools,
+                store=store,
+                stream=True,  # type: ignore[list-item]
+            )
+            done = [e.item async for e in events if e.type == "response.output_item.done"]
+            kinds = [(o.type, getattr(o, "name", None)) for o in done]
+            calls = [o for o in done if o.type == "function_call"]
+            results = [
+                {"type": "function_call_output", "call_id": c.call_id, "output": RESULTS[c.name]}
+                for c in calls
+            ]
+            if store:
+                chained = {"previous_response_id": f"resp_{calls[0].id.split('_')[1]}"}
+                answer = await sdk.responses.create(
+                    model=model,
+                    input=results,
+                    tools=tools,
+                    **chained,  # type: ignore[arg-type]
+                )
+            else:
+                back = [o.model_dump(exclude_none=True) for o in done]
+                answer = await sdk.responses.create(
+                    model=model,
+                    input=[QUESTION, *back, *results],
+                    tools=tools,
+                    store=False,  # type: ignore[list-item]
+                )
+        finally:
+            await sdk.close()
+    assert answer.output_text == "18C and noon."
+    assert sent_turns(up.requests[1]) == SECOND_TURN
+    names = [("function_call", "get_weather"), ("function_call", "get_time")]
+    assert [k for k in kinds if k[0] == "function_call"] == names
+    signed = [o for o in done if o.type == "reasoning" and o.encrypted_content]
+    assert len(signed) == (0 if store else 1)  # shown only to a client that keeps it
+
+
 # --- /api/chat, the AI SDK's UI message stream -----------------------------------------------
 
 

@@ -50,7 +50,7 @@ from streamfn.dialects import Event, dumps
 from streamfn.dialects.blocks import Begin, BlockEvent, Blocks, End, Kind, Piece
 from streamfn.dialects.openai import DIALECT
 from streamfn.dialects.responses_custom import custom_input, custom_names
-from streamfn.dialects.responses_request import ResponsesBody, encrypted_content
+from streamfn.dialects.responses_request import CALL_SIGNATURE, ResponsesBody, encrypted_content
 from streamfn.prices import cost_of
 from streamfn.response_ids import response_of
 from streamfn.streaming import Completion
@@ -171,6 +171,7 @@ class ResponseEncoder:
         self._output: list[dict[str, Any]] = []
         self._open: _Item | None = None
         self._custom = custom_names(response["tools"])
+        self._added = 0  # items of this encoder's own (calls' signatures) before the open one
 
     def _event(self, type: str, body: dict[str, Any]) -> Event:
         data = dumps({"type": type, "sequence_number": self._seq, **body})
@@ -261,7 +262,9 @@ class ResponseEncoder:
                 case Begin(index=index, kind=kind, name=name):
                     custom = kind == "tool_call" and name in self._custom
                     prefix = "ctc" if custom else _PREFIXES[kind]
+                    index += self._added
                     item = _Item(event, f"{prefix}_{self._rid}_{index}", custom)
+                    item.index = index
                     self._open = item
                     added = {"output_index": index, "item": self._item(item, "in_progress")}
                     out.append(self._event("response.output_item.added", added))
@@ -340,17 +343,25 @@ class ResponseEncoder:
             out.append(self._event("response.reasoning_summary_part.done", _summary(item, part)))
         if reasoning is not None:
             item.whole = reasoning
-        whole = self._item(item)
+        self._done(self._item(item), item.index, out)
+        if call is not None and call.signature is not None:
+            self._signature(call, item.index + 1, out)
+
+    def _done(self, whole: dict[str, Any], index: int, out: list[Event]) -> None:
         self._output.append(whole)
+        shown = whole if self._encrypted else _unsigned(whole)
+        out.append(self._event("response.output_item.done", {"output_index": index, "item": shown}))
+
+    def _signature(self, call: ToolCall, index: int, out: list[Event]) -> None:
+        """A reasoning item after `call` carrying its signature (`CALL_SIGNATURE`): its client
+        sends it back with the call, or the store keeps it, and the provider gets it again."""
+        self._added += 1
+        added = {"id": f"rs_{self._rid}_{index}", "type": "reasoning", "summary": []}
         out.append(
-            self._event(
-                "response.output_item.done",
-                {
-                    "output_index": item.index,
-                    "item": whole if self._encrypted else _unsigned(whole),
-                },
-            )
+            self._event("response.output_item.added", {"output_index": index, "item": added})
         )
+        signed = {**added, "encrypted_content": f"{CALL_SIGNATURE}{call.id}:{call.signature}"}
+        self._done(signed, index, out)
 
     def _item(
         self, item: _Item, status: Literal["in_progress", "completed"] = "completed"

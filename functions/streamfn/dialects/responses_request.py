@@ -25,6 +25,7 @@ as functions of one string `input`, and their calls go back so (`responses_custo
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -71,6 +72,11 @@ REFUSED: dict[str, object] = {"background": False, "conversation": None, "prompt
 # Redacted reasoning in an `encrypted_content`: behind this tag (signatures, base64 or tagged
 # with a provider's name, never begin so).
 REDACTED = "redacted:"
+# A call's signature (Gemini's `thoughtSignature` on a function call's part) in the
+# `encrypted_content` of a reasoning item of its own after the call: `call:<call id>:<signature>`.
+# A function_call item has no field a client keeps, and a client that keeps the conversation
+# sends reasoning items back whole (Codex), as OpenAI's own reasoning state travels.
+CALL_SIGNATURE = "call:"
 
 
 class TextConfig(_Open):
@@ -266,11 +272,17 @@ class _Turn:
         self.parts: list[Part] = []
         self.calls: list[ToolCall] = []
         self.reasoning: list[Reasoning] = []
+        self.signatures: dict[str, str] = {}  # of calls, by call id
 
     def add(self, item: Item, at: str) -> None:
         kind = item.get("type", "message")
         if kind == "reasoning":
-            self.reasoning.append(_reasoning(item, at))
+            encrypted = item.get("encrypted_content")
+            if isinstance(encrypted, str) and encrypted.startswith(CALL_SIGNATURE):
+                call, _, signature = encrypted.removeprefix(CALL_SIGNATURE).rpartition(":")
+                self.signatures[call] = signature
+            else:
+                self.reasoning.append(_reasoning(item, at))
         elif kind == "function_call":
             name, arguments = item.get("name"), item.get("arguments", "{}")
             if not isinstance(name, str) or not isinstance(arguments, str):
@@ -282,9 +294,11 @@ class _Turn:
             self.parts += _texts(item.get("content"), f"{at}.content", ("output_text", "refusal"))
 
     def message(self) -> Message:
-        return Message(
-            "assistant", tuple(self.parts), tuple(self.calls), reasoning=tuple(self.reasoning)
+        calls = tuple(
+            replace(c, signature=self.signatures[c.id]) if c.id in self.signatures else c
+            for c in self.calls
         )
+        return Message("assistant", tuple(self.parts), calls, reasoning=tuple(self.reasoning))
 
 
 _ROLES: Mapping[str, Role] = {"user": "user", "system": "system", "developer": "system"}
