@@ -160,6 +160,47 @@ class Tool:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """Structured output: the answer's text is JSON, an object of `schema` (`json_schema`) or
+    any JSON object (`json_object`). `param` is the field the client gave it in, for a 400 from a
+    provider that cannot honour it."""
+
+    kind: Literal["json_schema", "json_object"]
+    param: str
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+    description: str | None = None
+    strict: bool | None = None
+
+    @classmethod
+    def parse(cls, value: object, param: str, *, flat: bool) -> OutputFormat | None:
+        """OpenAI's format object: Chat Completions' `response_format` (the schema under
+        `json_schema`) or, `flat`, the Responses API's `text.format` (beside `type`); None
+        for plain text."""
+        if not isinstance(value, dict):
+            raise InvalidContent(param, f"{param} must be an object")
+        kind = value.get("type")
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return cls("json_object", param)
+        if kind != "json_schema":
+            raise InvalidContent(
+                f"{param}.type", f"{param}.type is text, json_object or json_schema"
+            )
+        where = param if flat else f"{param}.json_schema"
+        spec = value if flat else value.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+            raise InvalidContent(where, f"{where} needs a name and a schema object")
+        name, description, strict = spec.get("name"), spec.get("description"), spec.get("strict")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            raise InvalidContent(f"{where}.name", "a name of up to 64 of a-z, A-Z, 0-9, _ and -")
+        if not isinstance(description, str | None) or not isinstance(strict, bool | None):
+            raise InvalidContent(where, f"{where}: description is a string, strict a boolean")
+        return cls("json_schema", param, spec.get("schema", {}), name, description, strict)
+
+
+@dataclass(frozen=True, slots=True)
 class NamedTool:
     """`tool_choice` forcing one function."""
 

@@ -13,6 +13,7 @@ from streamfn.content import (
     InvalidContent,
     Message,
     NamedTool,
+    OutputFormat,
     ReasoningOption,
     Text,
     Tool,
@@ -93,6 +94,7 @@ class ChatRequest:
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     reasoning: ReasoningOption | None = None
+    output_format: OutputFormat | None = None
     native: NativeBody | None = None  # the client's own body, for a provider of its protocol
 
     def capped(self, cap: int | None) -> ChatRequest:

@@ -216,3 +216,127 @@ async def test_client_disconnect_closes_the_upstream_connection_within_1s(
         assert await asyncio.to_thread(up.client_closed.wait, 1.0), "upstream request left open"
         assert up.client_closed_at is not None
         assert up.client_closed_at - left_at < 1.0
+
+
+# --- structured output -------------------------------------------------------------------------
+
+PLACE = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+# What each provider's API is sent for OpenAI's response_format: its own field, as its docs name
+# it; None where the API has no such thing (a 400 naming response_format, before any call).
+SENT: dict[str, dict[str, Any]] = {
+    "json_schema": {
+        "openai": {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "place", "schema": PLACE, "strict": True},
+            }
+        },
+        "anthropic": {"output_config": {"format": {"type": "json_schema", "schema": PLACE}}},
+        "ollama": {"format": PLACE},
+        "gemini": {
+            "generationConfig": {
+                "responseMimeType": "application/json",
+                "responseJsonSchema": PLACE,
+            }
+        },
+        "bedrock": {},
+    },
+    "json_object": {
+        "openai": {"response_format": {"type": "json_object"}},
+        "anthropic": {},  # a JSON schema only
+        "ollama": {"format": "json"},
+        "gemini": {"generationConfig": {"responseMimeType": "application/json"}},
+        "bedrock": {},
+    },
+}
+FORMATS: dict[str, Any] = {
+    "json_schema": {
+        "type": "json_schema",
+        "json_schema": {"name": "place", "schema": PLACE, "strict": True},
+    },
+    "json_object": {"type": "json_object"},
+}
+
+
+def _sent(request: Any, expected: dict[str, Any]) -> dict[str, Any]:
+    """Of what `request` sent upstream, the fields `expected` names (a level deep)."""
+    sent = request.json()
+    return {
+        key: {k: sent[key].get(k) for k in value} if key == "generationConfig" else sent.get(key)
+        for key, value in expected.items()
+    }
+
+
+@pytest.mark.parametrize("kind", ["json_schema", "json_object"])
+async def test_structured_output_goes_as_each_provider_takes_it_or_is_a_400(
+    wire: Wire, serve: Serve, kind: str
+) -> None:
+    import openai
+
+    answer = '{"city": "Paris"}'
+    expected = SENT[kind][wire.name]
+    with Upstream(reply(wire, wire.stream([answer]))) as up:
+        sdk = openai.AsyncOpenAI(base_url=f"{serve(app_for(wire, up))}/v1", api_key="x")
+        try:
+            asked = sdk.chat.completions.create(
+                model=f"{wire.name}/{MODELS[wire.name]}",
+                messages=[{"role": "user", "content": "Where is the Eiffel tower? JSON."}],
+                response_format=FORMATS[kind],
+                max_tokens=50,
+            )
+            if not expected:
+                with pytest.raises(openai.BadRequestError) as refused:
+                    await asked
+                assert refused.value.body["param"] == "response_format"
+                assert wire.name in refused.value.message
+                assert up.requests == []
+                return
+            completion = await asked
+        finally:
+            await sdk.close()
+    assert completion.choices[0].message.content == answer
+    [request] = up.requests
+    assert _sent(request, expected) == expected
+
+
+async def test_the_responses_and_messages_formats_are_translated_too(serve: Serve) -> None:
+    """`text.format` (the Responses API's, flat) and `output_config.format` (Anthropic's) reach
+    another provider as its own structured output, and the Response names its format."""
+    import anthropic
+    import openai
+
+    wire = WIRES[0]  # OpenAI's Chat Completions upstream
+    answer = '{"city": "Paris"}'
+    with Upstream(reply(wire, wire.stream([answer]))) as up:
+        url = serve(app_for(wire, up, default_provider="openai"))
+        sdk = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x")
+        claude = anthropic.AsyncAnthropic(base_url=url, api_key="x")
+        flat: Any = {"type": "json_schema", "name": "place", "schema": PLACE, "strict": True}
+        try:
+            response = await sdk.responses.create(
+                model=f"openai/{MODELS['openai']}",
+                input="Where?",
+                text={"format": flat},
+            )
+            message = await claude.messages.create(
+                model=f"openai/{MODELS['openai']}",
+                max_tokens=50,
+                messages=[{"role": "user", "content": "Where?"}],
+                extra_body={"output_config": {"format": {"type": "json_schema", "schema": PLACE}}},
+            )
+        finally:
+            await sdk.close()
+            await claude.close()
+    assert response.output_text == answer
+    assert response.text.format.type == "json_schema"
+    assert message.content[0].text == answer
+    formats = [r.json()["response_format"] for r in up.requests]
+    assert formats == [
+        {"type": "json_schema", "json_schema": {"name": "place", "schema": PLACE, "strict": True}},
+        {"type": "json_schema", "json_schema": {"name": "output", "schema": PLACE}},
+    ]

@@ -29,6 +29,7 @@ from streamfn.content import (
     InvalidContent,
     Message,
     NamedTool,
+    OutputFormat,
     Part,
     Reasoning,
     ReasoningOption,
@@ -112,6 +113,7 @@ class CountBody(_Open):
             tool_choice=choice,
             parallel_tool_calls=parallel,
             reasoning=reasoning.fit(budgets, efforts) if reasoning else None,
+            output_format=_output_format(self.output_config),
             native=NativeBody("anthropic", self.model_dump(exclude_unset=True), kept, query),
         )
 
@@ -127,10 +129,6 @@ class CountBody(_Open):
         for name in ("mcp_servers", "container"):
             if extra.get(name):
                 raise InvalidContent(name, f"{name} is Anthropic's own: not supported here")
-        if isinstance(self.output_config, dict) and self.output_config.get("format"):
-            raise InvalidContent(
-                "output_config.format", "structured output is not supported by this provider"
-            )
 
 
 class MessagesBody(CountBody):
@@ -344,3 +342,17 @@ def _reasoning(
             raise InvalidContent("output_config.effort", f"effort is one of {', '.join(EFFORTS)}")
         return ReasoningOption(effort=effort)
     raise InvalidContent("thinking.type", "thinking.type is enabled, adaptive or disabled")
+
+
+def _output_format(config: dict[str, Any] | None) -> OutputFormat | None:
+    """`output_config.format`, Anthropic's structured output: a JSON schema."""
+    format = (config or {}).get("format")
+    if format is None:
+        return None
+    param = "output_config.format"
+    if not isinstance(format, dict) or format.get("type") != "json_schema":
+        raise InvalidContent(f"{param}.type", f"{param} is {{type: json_schema, schema}}")
+    schema = format.get("schema")
+    if not isinstance(schema, dict):
+        raise InvalidContent(f"{param}.schema", f"{param}.schema must be a JSON schema object")
+    return OutputFormat("json_schema", param, schema)

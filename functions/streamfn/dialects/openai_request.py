@@ -14,6 +14,7 @@ from streamfn.content import (
     InvalidContent,
     Message,
     NamedTool,
+    OutputFormat,
     Part,
     Reasoning,
     ReasoningOption,
@@ -45,7 +46,6 @@ REFUSED = {
     "logit_bias": None,
     "frequency_penalty": 0,
     "presence_penalty": 0,
-    "response_format": {"type": "text"},
     "audio": None,
     "modalities": ["text"],
     "prediction": None,
@@ -146,6 +146,11 @@ class CompletionBody(_Open):
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
         None
     )
+    response_format: dict[str, Any] | None = Field(
+        default=None,
+        description="Structured output: {type: text}, {type: json_object} or {type: "
+        "json_schema, json_schema: {name, schema, strict}}, where the provider takes it.",
+    )
 
     def to_request(self, *, model: str, limits: Limits) -> ChatRequest:
         """The `ChatRequest`; `InvalidContent` names the field streamfn cannot honour."""
@@ -173,6 +178,9 @@ class CompletionBody(_Open):
             tool_choice=choice,
             parallel_tool_calls=self.parallel_tool_calls,
             reasoning=ReasoningOption(effort=effort) if effort and effort != "none" else None,
+            output_format=None
+            if self.response_format is None
+            else OutputFormat.parse(self.response_format, "response_format", flat=False),
         ).capped(limits.max_tokens_cap)
 
     def _refuse_what_cannot_be_honoured(self) -> None:

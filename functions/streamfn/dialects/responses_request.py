@@ -14,12 +14,14 @@ A reasoning item's `encrypted_content` carries what a provider needs back on the
 (`Reasoning.signature`, or its redacted data behind `redacted:`), so that a conversation held by
 the client (`store: false`, Codex's) keeps its signed reasoning.
 
-What streamfn cannot honour is refused with a 400 naming the field: structured output
-(`text.format` other than text), `background`, `conversation`, `prompt`, file inputs. Hosted
-tools (web search, file search, code interpreter, ...) are OpenAI's own: no provider here runs
-them, so they are left out of what the model is offered (Codex offers `web_search` with every
-request), and a `tool_choice` that forces one is refused. Custom (free-form) tools are offered
-as functions of one string `input`, and their calls go back so (`responses_custom`).
+Structured output (`text.format`: `json_schema`, `json_object`) goes to the providers that take
+it (`Capabilities.output_formats`), and is a 400 naming the field elsewhere. What streamfn
+cannot honour is refused with a 400 naming the field: `background`, `conversation`, `prompt`,
+file inputs. Hosted tools (web search, file search, code interpreter, ...) are OpenAI's own:
+no provider here runs them, so they are left out of what the model is offered (Codex offers
+`web_search` with every request), and a `tool_choice` that forces one is refused. Custom
+(free-form) tools are offered as functions of one string `input`, and their calls go back so
+(`responses_custom`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from streamfn.content import (
     InvalidContent,
     Message,
     NamedTool,
+    OutputFormat,
     Part,
     Reasoning,
     ReasoningOption,
@@ -155,6 +158,7 @@ class ResponsesBody(_Open):
             tool_choice=self._tool_choice(native),
             parallel_tool_calls=self.parallel_tool_calls,
             reasoning=reasoning.fit(budgets, efforts) if reasoning else None,
+            output_format=None if native else self._output_format(),
             native=NativeBody("responses", self.native_body(items)),
         ).capped(limits.max_tokens_cap)
 
@@ -203,6 +207,10 @@ class ResponsesBody(_Open):
             "tool_choice is auto, none, required or a function: hosted tools are OpenAI's own",
         )
 
+    def _output_format(self) -> OutputFormat | None:
+        format = self.text.format if self.text else None
+        return None if format is None else OutputFormat.parse(format, "text.format", flat=True)
+
     def _refuse_what_cannot_be_honoured(self) -> None:
         for name, value in (self.model_extra or {}).items():
             if name in IGNORED:
@@ -211,11 +219,6 @@ class ResponsesBody(_Open):
                 raise InvalidContent(name, f"Unrecognized request argument supplied: {name}")
             if value is not None and value != REFUSED[name]:
                 raise InvalidContent(name, f"{name} is not supported by streamfn")
-        format = self.text.format if self.text else None
-        if format is not None and format.get("type") != "text":
-            raise InvalidContent(
-                "text.format", "structured output (json_schema, json_object) is not supported"
-            )
 
 
 def _function(tool: Item, at: str) -> Tool:

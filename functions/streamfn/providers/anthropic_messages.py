@@ -147,6 +147,8 @@ class AnthropicProvider:
                 max_tokens = option.budget_tokens + self._default_max_tokens
         elif option is not None and option.effort is not None:
             thinking, effort = {"type": "adaptive"}, {"effort": option.effort}
+        if (wanted := request.output_format) is not None:  # a json_schema (its capabilities)
+            effort = {**(effort or {}), "format": {"type": "json_schema", "schema": wanted.schema}}
         return {
             **_input(request),
             "max_tokens": max_tokens,

@@ -51,6 +51,8 @@ class Capabilities:
     efforts: frozenset[str] = ALL_EFFORTS
     reasoning_budget: bool = True
     min_reasoning_budget: int = 1
+    # Structured output the API takes (`OutputFormat.kind`s).
+    output_formats: frozenset[str] = frozenset()
     # Serves OpenAI's Responses API itself: /v1/responses requests are passed through to it, so
     # what streamfn could not translate (structured output, files, newer fields) is no obstacle.
     responses: bool = False
@@ -76,6 +78,12 @@ class Capabilities:
         if (choice == "required" or isinstance(choice, NamedTool)) and not self.forced_tool_choice:
             raise InvalidContent(
                 "tool_choice", f"{provider} cannot force a tool call (tool_choice auto or none)"
+            )
+        wanted = request.output_format
+        if wanted is not None and wanted.kind not in self.output_formats:
+            takes = " (it takes json_schema)" if self.output_formats else ""
+            raise InvalidContent(
+                wanted.param, f"{provider} does not take {wanted.kind} structured output{takes}"
             )
         option = request.reasoning
         if option is None:

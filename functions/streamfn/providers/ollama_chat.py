@@ -84,6 +84,9 @@ class OllamaProvider:
             ]
         if request.reasoning is not None:
             payload["think"] = request.reasoning.effort or True
+        if (wanted := request.output_format) is not None:
+            # Structured outputs: `format` is "json" or a JSON schema (Ollama's api.md).
+            payload["format"] = wanted.schema if wanted.schema is not None else "json"
         chars = 0  # generated, for an estimate where Ollama leaves its counts out
         reasoning = ReasoningTracker()
         called = False

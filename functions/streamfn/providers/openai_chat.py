@@ -31,7 +31,16 @@ from streamfn.chunks import (
     ToolCallDelta,
     Usage,
 )
-from streamfn.content import Message, NamedTool, Part, Reasoning, Text, Tool, ToolChoice
+from streamfn.content import (
+    Message,
+    NamedTool,
+    OutputFormat,
+    Part,
+    Reasoning,
+    Text,
+    Tool,
+    ToolChoice,
+)
 from streamfn.providers import upstream
 from streamfn.providers.assembly import ReasoningTracker, ToolCallAssembler
 from streamfn.providers.openai_responses import OpenAIResponses
@@ -140,6 +149,7 @@ class OpenAIChatProvider:
                 if request.parallel_tool_calls is None or not tools
                 else request.parallel_tool_calls,
                 reasoning_effort=effort if effort is not None else omit,
+                response_format=_response_format(request.output_format),
             )
             response = await opened.__aenter__()
         except openai.OpenAIError as exc:
@@ -247,6 +257,19 @@ def _tool(tool: Tool) -> dict[str, Any]:
     if tool.description:
         function["description"] = tool.description
     return {"type": "function", "function": function}
+
+
+def _response_format(wanted: OutputFormat | None) -> Any:
+    if wanted is None:
+        return omit
+    if wanted.kind == "json_object":
+        return {"type": "json_object"}
+    spec: dict[str, Any] = {"name": wanted.name or "output", "schema": wanted.schema or {}}
+    if wanted.description is not None:
+        spec["description"] = wanted.description
+    if wanted.strict is not None:
+        spec["strict"] = wanted.strict
+    return {"type": "json_schema", "json_schema": spec}
 
 
 def _tool_choice(choice: ToolChoice | None) -> Any:

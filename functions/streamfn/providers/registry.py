@@ -74,10 +74,16 @@ async def unreachable(url: str, timeout_s: float = 0.5) -> str | None:
 
 
 # What each kind of provider's API can take (see `Capabilities`).
-OPENAI_CAPABILITIES = Capabilities(reasoning_budget=False)  # reasoning_effort only
+JSON_OUTPUT = frozenset({"json_schema", "json_object"})
+OPENAI_CAPABILITIES = Capabilities(  # response_format; reasoning_effort only
+    reasoning_budget=False, output_formats=JSON_OUTPUT
+)
+# Structured output as output_config.format, a JSON schema only
+# (https://platform.claude.com/docs/en/build-with-claude/structured-outputs).
 ANTHROPIC_CAPABILITIES = Capabilities(
     efforts=frozenset({"low", "medium", "high", "xhigh", "max"}),  # output_config.effort
     min_reasoning_budget=1024,  # thinking.budget_tokens
+    output_formats=frozenset({"json_schema"}),
 )
 # Ollama's /api/chat takes images as base64 only, has no tool_choice, and `think` is a boolean
 # or, for the models that grade it, low/medium/high.
@@ -86,11 +92,14 @@ OLLAMA_CAPABILITIES = Capabilities(
     forced_tool_choice=False,
     efforts=frozenset({"low", "medium", "high"}),
     reasoning_budget=False,
+    output_formats=JSON_OUTPUT,  # `format`: "json" or a JSON schema
 )
 # Gemini takes images inline (`inlineData`): its `fileData` is for files uploaded to its Files
 # API, not URLs of the web. Effort is Gemini 3's thinkingLevel; a budget, thinkingBudget.
-GEMINI_CAPABILITIES = Capabilities(
-    image_urls=False, efforts=frozenset({"minimal", "low", "medium", "high"})
+GEMINI_CAPABILITIES = Capabilities(  # JSON output: responseMimeType and responseJsonSchema
+    image_urls=False,
+    efforts=frozenset({"minimal", "low", "medium", "high"}),
+    output_formats=JSON_OUTPUT,
 )
 
 

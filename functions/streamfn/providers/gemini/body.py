@@ -182,4 +182,10 @@ def _generation_config(request: ChatRequest) -> dict[str, Any]:
         elif option.effort is not None:
             thinking["thinkingLevel"] = option.effort.upper()
         out["thinkingConfig"] = thinking
+    if (wanted := request.output_format) is not None:
+        # JSON output; a JSON Schema as it is, in `responseJsonSchema` (not `responseSchema`,
+        # OpenAPI's subset): GenerationConfig.response_json_schema in google/genai/types.py.
+        out["responseMimeType"] = "application/json"
+        if wanted.schema is not None:
+            out["responseJsonSchema"] = wanted.schema
     return out
