@@ -20,7 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from streamfn import __version__
+from streamfn import __version__, memory
 from streamfn.accounting import Accountant, owner, request_id
 from streamfn.auth import AuthMiddleware, open_gate
 from streamfn.connection import abortable
@@ -168,6 +168,7 @@ def create_app(
             await streams.prepare()
             await kept.prepare()
             await _prepare_database(settings)
+            memory.freeze_start_up()
             yield
         finally:
             try:
