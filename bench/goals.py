@@ -303,15 +303,18 @@ def protocol_targets(rows: dict[str, Any]) -> list[Row]:
     """The Messages and Responses routes against `/v1/chat/completions` (the `chat` target), the
     same app, provider and upstream, in the same run: a fast stream's tokens/s within 0.9x, and
     the time to first token added over the upstream read directly, p50 one stream at a time,
-    within 1.1x of Chat Completions' (a fraction of a millisecond: the noisiest of the goals)."""
-    chat, up = rows.get("chat", {}), rows.get("upstream", {})
+    within 1.1x of Chat Completions' (a fraction of a millisecond: the noisiest of the goals,
+    so read from bench/paired.py's side-by-side figures when they were measured)."""
+    from bench.paired import of
+
+    chat, up = of(rows, "chat"), of(rows, "upstream")
     if "tokens_per_s" not in chat or "ttft_p50_ms" not in up:
         why = chat.get("skipped", "Chat Completions or the upstream not measured")
         return [("Messages and Responses against Chat Completions", why, "", "", "", "skipped")]
     chat_added = chat["ttft_p50_ms"] - up["ttft_p50_ms"]
     out: list[Row] = []
     for name, title in PROTOCOLS.items():
-        mine = rows.get(name, {})
+        mine = of(rows, name)
         if "tokens_per_s" not in mine:
             out.append((f"{title}: not measured", mine.get("skipped", ""), "", "", "", "skipped"))
             continue

@@ -41,7 +41,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,8 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import load, servers, traced  # noqa: E402
+from bench import load, paired, servers, traced  # noqa: E402
+from bench.goals import PROTOCOLS  # noqa: E402
 from bench.measures import (  # noqa: E402
     QUICK,
     Figures,
@@ -256,6 +257,22 @@ async def measure_target(name: str, spec: Spec, figures: Figures, openai: tuple[
                 await idle_memory(target, figures, 100 if QUICK else 1000)
 
 
+def _target(name: str) -> Target:
+    """TARGETS' `name` as a Target whose server is yet to start (its port unset)."""
+    spec = TARGETS[name]
+    return Target(name, spec.label, [], spec.path, spec.request_body(), spec.until)
+
+
+def _starter(openai: tuple[int, str]) -> Callable[[str], contextlib.AbstractContextManager[int]]:
+    """A target's server on the OpenAI fake upstream, as measure_target starts it."""
+
+    def start(name: str) -> contextlib.AbstractContextManager[int]:
+        spec = TARGETS[name]
+        return server(spec, [str(HERE / "targets.py"), spec.app or name, PORT, openai[1]])
+
+    return start
+
+
 async def fleet(figures: Figures, openai_url: str) -> None:
     """Three streamfn processes sharing one Redis (limits, slots, the resume log in it), streams
     spread round-robin over them, against one process on the same Redis, in turn."""
@@ -304,6 +321,9 @@ async def measure(figures: Figures, names: set[str] | None) -> None:
                 say(f"  skipped: {exc}")
                 figures.rows.pop(name, None)
                 figures.set(name, "skipped", str(exc))
+        pair = [n for n in ("chat", *PROTOCOLS) if names is None or n in names]
+        if len(pair) > 1 and all("skipped" not in figures.rows.get(n, {}) for n in pair):
+            await paired.measure(figures, openai[0], [_target(n) for n in pair], _starter(openai))
         if names is None or "fleet" in names:
             await fleet(figures, openai[1])
         if names is None or "lmi" in names:
