@@ -1,4 +1,4 @@
-"""`ollama`: `/api/chat` over httpx, the whole conversation, NDJSON read line by line.
+"""`ollama`: `/api/chat` over httpx2, the whole conversation, NDJSON read line by line.
 
 Wire format (https://github.com/ollama/ollama/blob/main/docs/api.md#generate-a-chat-completion):
 one JSON object a line, `{"message": {"role", "content", "thinking"?, "tool_calls"?}, "done":
@@ -6,7 +6,7 @@ false}`, then a last line with `"done": true`, `done_reason`, `prompt_eval_count
 `eval_count`. Tool calls come whole, with arguments as an object; thinking as a `thinking`
 field (asked for with `think`); images go up as a list of base64 strings per message. A failure
 is an HTTP status with `{"error": "..."}`, or such a line mid-stream. Ollama has no SDK of its
-own in our dependencies: its HTTP API is small and httpx is already here.
+own in our dependencies: its HTTP API is small and httpx2 (the SDKs' transport) is already here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import httpx
+import httpx2
 
 from streamfn.chunks import (
     Finish,
@@ -46,12 +46,12 @@ class OllamaProvider:
         max_connections: int = 10000,
     ) -> None:
         self._api_key = api_key
-        self._client = httpx.AsyncClient(
+        self._client = httpx2.AsyncClient(
             base_url=base_url(host),
             headers={"authorization": f"Bearer {api_key}"} if api_key else None,
-            timeout=httpx.Timeout(total_timeout_s, connect=connect_timeout_s),
-            # httpx's default pool (100) would queue the 101st stream behind the others.
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
+            timeout=httpx2.Timeout(total_timeout_s, connect=connect_timeout_s),
+            # httpx2's default pool (100) would queue the 101st stream behind the others.
+            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=100),
         )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
@@ -131,10 +131,10 @@ class OllamaProvider:
                             reason = "length"
                         yield Finish(reason, _usage(data, request, chars))
                         return
-        except httpx.TimeoutException:
+        except httpx2.TimeoutException:
             yield upstream.timed_out(NAME)
             return
-        except httpx.TransportError:
+        except httpx2.TransportError:
             yield upstream.unreachable(NAME, "the connection failed or broke")
             return
         yield upstream.truncated(NAME)

@@ -1,6 +1,6 @@
 """`bedrock`: Amazon Bedrock's Converse API (`POST /model/{modelId}/converse-stream`).
 
-The client: botocore's SigV4 signer and credential chain over streamfn's own httpx client, the
+The client: botocore's SigV4 signer and credential chain over streamfn's own httpx2 client, the
 response read raw with `providers.eventstream`. Not boto3's `converse_stream`: its EventStream
 reads a blocking socket, so every stream would hold a thread. Not aiobotocore: it brings aiohttp
 and pins botocore to a narrow range (boto3 is here for DynamoDB and SSM and moves on its own),

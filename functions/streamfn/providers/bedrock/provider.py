@@ -1,4 +1,4 @@
-"""The `bedrock` provider: ConverseStream over httpx, its event stream read a network read at a
+"""The `bedrock` provider: ConverseStream over httpx2, its event stream read a network read at a
 time (see the package's docstring for the choice of client).
 
 The stream's events (ConverseStreamOutput in botocore/data/bedrock-runtime/2023-09-30/
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import httpx2
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -87,10 +87,10 @@ class BedrockProvider:
         resolve_now: bool = False,
     ) -> None:
         self._access = AwsAccess(region=region, endpoint=endpoint, bearer_token=bearer_token)
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(total_timeout_s, connect=connect_timeout_s),
-            # httpx's default pool (100) would queue the 101st stream behind the others.
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
+        self._client = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(total_timeout_s, connect=connect_timeout_s),
+            # httpx2's default pool (100) would queue the 101st stream behind the others.
+            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=100),
         )
         if resolve_now:  # built in the registry's worker thread: resolve there, not on the loop
             self._access.prepare()
@@ -155,10 +155,10 @@ class BedrockProvider:
                         elif name == "metadata":
                             state.usage = _usage(event.get("usage"))
                         # messageStart, and events of later API versions, carry nothing here.
-        except httpx.TimeoutException:
+        except httpx2.TimeoutException:
             yield upstream.timed_out(NAME)
             return
-        except httpx.TransportError:
+        except httpx2.TransportError:
             yield upstream.unreachable(NAME, "the connection failed or broke")
             return
         except (EventStreamError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -191,7 +191,7 @@ class BedrockProvider:
         return upstream.error_for_status(NAME, status, detail, reported=name)
 
     async def _failure(
-        self, response: httpx.Response, model: str, region: str | None, origins: list[int]
+        self, response: httpx2.Response, model: str, region: str | None, origins: list[int]
     ) -> StreamError:
         """A failed status: its error's name and message, with what to do about it."""
         raw = b""

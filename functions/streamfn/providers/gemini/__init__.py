@@ -1,4 +1,4 @@
-"""`gemini`: the Gemini API (generativelanguage.googleapis.com), streamed over httpx.
+"""`gemini`: the Gemini API (generativelanguage.googleapis.com), streamed over httpx2.
 
 Wire format: `POST {base}/v1beta/models/{model}:streamGenerateContent?alt=sse` with the key in
 `x-goog-api-key` (https://ai.google.dev/api/generate-content#method:-models.streamgeneratecontent),
@@ -18,7 +18,7 @@ parsing each event's JSON twice and dumping it once; measured on a typical text 
 benchmark allows the OpenAI provider's 1.2 times. Its import takes 0.9 s, and it brings
 google-auth. The Gemini REST API is small: the request is plain JSON, the stream is SSE that
 `providers.sse_reader` already reads, the errors are one shape. So the provider speaks it over
-its own httpx client: one per process, `STREAMFN_UPSTREAM_CONNECTIONS` connections, streamfn's
+its own httpx2 client: one per process, `STREAMFN_UPSTREAM_CONNECTIONS` connections, streamfn's
 timeouts, no retries (`streamfn.resilience` retries and falls back).
 
 Configuration follows google-genai's own variables: the key in `GEMINI_API_KEY` (or

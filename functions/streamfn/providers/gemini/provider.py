@@ -1,4 +1,4 @@
-"""The Gemini provider: one httpx client, the request sent, its SSE read raw, errors mapped."""
+"""The Gemini provider: one httpx2 client, the request sent, its SSE read raw, errors mapped."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import httpx2
 import orjson
 
 from streamfn.chunks import StreamChunk, StreamError
@@ -66,15 +66,15 @@ class GeminiProvider:
     ) -> None:
         self._api_key = api_key
         self._base = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        # The key goes in a header, never in the URL (which httpx logs, and errors name).
+        # The key goes in a header, never in the URL (which httpx2 logs, and errors name).
         headers = {"content-type": "application/json"}
         if api_key:
             headers["x-goog-api-key"] = api_key
-        self._client = httpx.AsyncClient(
+        self._client = httpx2.AsyncClient(
             headers=headers,
-            timeout=httpx.Timeout(total_timeout_s, connect=connect_timeout_s),
-            # httpx's default pool (100) would queue the 101st stream behind the others.
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
+            timeout=httpx2.Timeout(total_timeout_s, connect=connect_timeout_s),
+            # httpx2's default pool (100) would queue the 101st stream behind the others.
+            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=100),
         )
 
     def url(self, model: str) -> str:
@@ -107,11 +107,11 @@ class GeminiProvider:
                             return
                         for out in state.feed(chunk):
                             yield out
-        except httpx.TimeoutException:
+        except httpx2.TimeoutException:
             if not state.over:
                 yield upstream.timed_out(NAME)
                 return
-        except httpx.TransportError:
+        except httpx2.TransportError:
             if not state.over:  # after the last chunk, a broken connection lost nothing
                 yield upstream.unreachable(NAME, "the connection failed or broke")
                 return
