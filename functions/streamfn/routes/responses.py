@@ -11,6 +11,7 @@ it at once finds it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 # A response's id in a path: a store key.
 ResponseId = Annotated[str, Path(pattern=NO_CONTROLS, max_length=256)]
+# How long a stored response's end gives the stream's start and first write (`store`).
+_FIRST_WRITES_S = 0.001
 WHY = {404: "No stored response of the caller's has this id (or it has expired)"}
 
 
@@ -200,6 +203,12 @@ def add_routes(app: FastAPI, pipeline: Pipeline, kept: StoredResponses) -> None:
         if body.stream:
 
             async def store(chunk: Finish | StreamError) -> None:
+                # The stored response is built, serialized and written before the last event
+                # goes out, but not before the first: an answer that came in one upstream read
+                # (one short reply) would otherwise have its first token wait on that work,
+                # while the response's start and first write are still being scheduled. A
+                # millisecond lets them go first; only the end of the stream waits for it.
+                await asyncio.sleep(_FIRST_WRITES_S)
                 response = encoder.final(chunk)
                 await kept.put(response, encoder.shown(response), items, who)
 
