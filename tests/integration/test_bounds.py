@@ -32,7 +32,9 @@ def test_clients_that_never_read_cost_a_bounded_amount_and_are_reset(tmp_path: P
     # A RST, not a graceful close with megabytes still queued. (One in ten has been seen to
     # end without one on a loaded machine: its last write went through before the timeout.)
     assert cost.reset >= 9, cost
-    assert cost.peak_mb - cost.baseline_mb < 10 * 8, cost  # under one answer a stream
+    # Under one and a half answers a stream at the highest, where the unbounded server took
+    # over two (17 MB each); about 6 MB on a quiet machine, 8.5 MB seen in a loaded CI run.
+    assert cost.peak_mb - cost.baseline_mb < 10 * 8 * 1.5, cost
     assert cost.after_mb - cost.baseline_mb < 20, cost  # handed back once they have ended
     assert cost.log_mb < 10 * 8 * 1.3, cost  # the answers, once each
 

@@ -32,11 +32,11 @@ def slow(every_s: float = 0.1) -> Observed:
     return Observed(Scripted(*steps, Finish("stop", Usage(1, len(WORDS)))))
 
 
-def server(observed: Observed, data: Path, **settings: Any) -> Any:
+def server(observed: Observed, data: Path, grace_s: float = 0.5, **settings: Any) -> Any:
     config = Settings(
         streams_db=data / "streams.sqlite3",
         usage_db=data / "usage.sqlite3",
-        resume_grace_s=0.5,
+        resume_grace_s=grace_s,
         **settings,
     )
     return create_app(config, providers=[spec(observed)])
@@ -46,8 +46,10 @@ async def test_a_reader_on_another_process_keeps_the_stream_past_the_grace_perio
     serve: Serve, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     producing, other = slow(), slow()
-    first = serve(server(producing, tmp_path))
-    second = serve(server(other, tmp_path))
+    # A grace period of 1.5 s, under the stream's 4 s: the client's 0.3 s away and its resume's
+    # start fit in it on a loaded machine too (with 0.5 s, a CI run saw the stream abandoned).
+    first = serve(server(producing, tmp_path, grace_s=1.5))
+    second = serve(server(other, tmp_path, grace_s=1.5))
     response, seen = await leave_after(client, "POST", f"{first}/chat/stream", 2, json=user("x"))
     id = response.headers["x-stream-id"]
     await asyncio.sleep(0.3)  # away for a moment: the log has the stream's head by then
