@@ -103,6 +103,21 @@ class ChatRequest:
             return self
         return replace(self, max_tokens=min(self.max_tokens or cap, cap))
 
+    def sampling(
+        self, *, max_tokens: str, temperature: str, top_p: str, stop: str
+    ) -> dict[str, Any]:
+        """The sampling options this request sets, under a provider's names for them."""
+        out: dict[str, Any] = {}
+        if self.max_tokens is not None:
+            out[max_tokens] = self.max_tokens
+        if self.temperature is not None:
+            out[temperature] = self.temperature
+        if self.top_p is not None:
+            out[top_p] = self.top_p
+        if self.stop:
+            out[stop] = list(self.stop)
+        return out
+
     def last_user_message(self) -> Message | None:
         for message in reversed(self.messages):
             if message.role == "user":

@@ -55,15 +55,9 @@ class OllamaProvider:
         )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
-        options: dict[str, Any] = {}
-        if request.max_tokens is not None:
-            options["num_predict"] = request.max_tokens
-        if request.temperature is not None:
-            options["temperature"] = request.temperature
-        if request.top_p is not None:
-            options["top_p"] = request.top_p
-        if request.stop:
-            options["stop"] = list(request.stop)
+        options = request.sampling(
+            max_tokens="num_predict", temperature="temperature", top_p="top_p", stop="stop"
+        )
         payload: dict[str, Any] = {
             "model": request.model,
             "messages": [_message(m, request) for m in request.messages],

@@ -208,15 +208,13 @@ class OpenAIChatProvider:
             "messages": [self._message(m) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
+            **request.sampling(
+                max_tokens=self._max_tokens_param,
+                temperature="temperature",
+                top_p="top_p",
+                stop="stop",
+            ),
         }
-        if request.max_tokens is not None:
-            body[self._max_tokens_param] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.top_p is not None:
-            body["top_p"] = request.top_p
-        if request.stop:
-            body["stop"] = list(request.stop)
         if request.tools:
             body["tools"] = [_tool(t) for t in request.tools]
             if request.parallel_tool_calls is not None:

@@ -162,15 +162,9 @@ def _calling_config(choice: ToolChoice | None) -> dict[str, Any] | None:
 
 
 def _generation_config(request: ChatRequest) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if request.temperature is not None:
-        out["temperature"] = request.temperature
-    if request.top_p is not None:
-        out["topP"] = request.top_p
-    if request.max_tokens is not None:
-        out["maxOutputTokens"] = request.max_tokens
-    if request.stop:
-        out["stopSequences"] = list(request.stop)
+    out = request.sampling(
+        max_tokens="maxOutputTokens", temperature="temperature", top_p="topP", stop="stopSequences"
+    )
     option = request.reasoning
     if option is not None:
         # Thoughts are streamed only when asked for (`includeThoughts`); a level (Gemini 3's
