@@ -160,9 +160,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
-            # anyio loads its asyncio backend on first use, which sse-starlette makes in each
-            # response: loaded here, the first stream's first token does not wait on an import
-            # (about 35 ms, a snapshot's worth with SnapStart).
+            # anyio loads its asyncio backend on first use, which the upstream connections
+            # (httpcore) and a stream's settling make: loaded here, the first stream's first
+            # token does not wait on an import (about 35 ms, a snapshot's worth with SnapStart).
             anyio.Event()
             await registry.prepare()
             await streams.prepare()

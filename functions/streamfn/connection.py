@@ -51,9 +51,17 @@ def abortable(app: Starlette) -> None:
         inner = build()
 
         async def outermost(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http":
-                scope[SCOPE_KEY] = lambda: _abort(send)
-            await inner(scope, receive, send)
+            if scope["type"] != "http":
+                await inner(scope, receive, send)
+                return
+            # The server's connection holds the scope, and `send` holds the connection: taken
+            # out at the end, so that the request's objects are freed when it is done rather
+            # than at the next full collection.
+            scope[SCOPE_KEY] = lambda: _abort(send)
+            try:
+                await inner(scope, receive, send)
+            finally:
+                del scope[SCOPE_KEY]
 
         return outermost
 

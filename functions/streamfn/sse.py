@@ -1,11 +1,10 @@
 """SSE framing: the one place that turns events into `text/event-stream` bytes.
 
-Built on sse-starlette, which sends keepalive comments under a lock so they never interleave
-with an event and stops on client disconnect. What it adds: the encoding (one `data:` line per
-line of data, as sse-starlette's `ServerSentEvent` writes it, in one call per event), an `id`
-on every event naming its stream and its number, a `retry` hint on the first, the events that
-are ready joined into one write, a write timeout on one timer, and closing the event source
-however the response ends.
+Each event in the format of sse-starlette's `ServerSentEvent` (one `data:` line per line of
+data), written here in one call per event; an `id` on every event naming its stream and its
+number, a `retry` hint on the first; the events that are ready joined into one write;
+keepalives on one timer a stream, a write timeout on another; and the event source closed
+however the response ends (`EventStream`).
 
 SSE cannot carry a carriage return in data: a WHATWG parser ends a line at CR, LF or CRLF and
 joins data lines with LF (https://html.spec.whatwg.org/multipage/server-sent-events.html
@@ -18,14 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
+from functools import cache
+from typing import Any
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import SendTimeoutError
+from sse_starlette import ServerSentEvent
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from streamfn.connection import abort
 from streamfn.dialects import Event
+from streamfn.resume import Run
 from streamfn.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -36,10 +38,6 @@ HEADERS = {
     "Cache-Control": "no-store, no-transform",
     "X-Accel-Buffering": "no",
 }
-
-
-def _keepalive() -> ServerSentEvent:
-    return ServerSentEvent(comment="keepalive", sep="\n")
 
 
 # A lone surrogate (say, half of a JSON "\ud83d\ude00" escape that an upstream split) is not
@@ -67,133 +65,193 @@ def encode(event: Event, *, id: str, retry_ms: int | None = None) -> bytes:
         return (_SURROGATE.sub("\ufffd", text) + "\n").encode()
 
 
-# Bytes of events a response buffers while its writes wait; the reader of events waits past it.
-_MAX_BUFFERED = 64 << 10
+Runs = AsyncGenerator[Run, None]
 
 
-async def _framed(
-    events: AsyncGenerator[tuple[int, Event], None], stream: str, retry_ms: int
-) -> AsyncIterator[bytes]:
-    """The events' bytes, numbered events framed with the id `<stream>:<n>`, the events that
-    are ready joined into one write.
-
-    A task of its own reads `events` into a buffer while the response's task writes what has
-    been buffered: when the reader (or the network) is slower than the provider, everything
-    that came meanwhile goes out in one send, not one per token; the first event is never held
-    back, since the writer takes whatever is there as soon as anything is."""
-    loop = asyncio.get_running_loop()
-    buffered: list[bytes] = []
-    size = 0  # bytes buffered
-    wake: asyncio.Future[None] | None = None
-    room: asyncio.Future[None] | None = None
-
-    async def read() -> None:
-        nonlocal wake, room, size
-        retry: int | None = retry_ms  # on the first event of each response
-        try:
-            async for seq, event in events:
-                data = encode(event, id=f"{stream}:{seq}", retry_ms=retry)
-                buffered.append(data)
-                size += len(data)
-                retry = None
-                if wake is not None and not wake.done():
-                    wake.set_result(None)
-                if size > _MAX_BUFFERED:
-                    # A reader that takes nothing must not pull the whole stream into memory:
-                    # the rest waits where it is (the producer, or the log).
-                    room = loop.create_future()
-                    await room
-        finally:
-            # However the stream ends (done, failed, or this task cancelled because the client
-            # left): closing `events` closes everything upstream of it, the request included.
-            await events.aclose()
-
-    reader = loop.create_task(read())
-    try:
-        while True:
-            if not buffered:
-                if reader.done():
-                    reader.result()  # its failure, if it failed
-                    return
-                wake = loop.create_future()
-                await asyncio.wait((wake, reader), return_when=asyncio.FIRST_COMPLETED)
-                continue
-            out = buffered[0] if len(buffered) == 1 else b"".join(buffered)
-            buffered.clear()
-            size = 0
-            if room is not None and not room.done():
-                room.set_result(None)
-            yield out
-    finally:
-        # When the stream ends early (sse-starlette closes this on a disconnect or a write
-        # timeout), the reader is cancelled and closes `events` itself; awaiting it here could
-        # not be relied on, as this runs inside a cancelled scope.
-        reader.cancel()
+@cache
+def _keepalive(event: Event | None) -> bytes:
+    """A keepalive's bytes: `event`, unnumbered, or by default a comment."""
+    if event is None:
+        return ServerSentEvent(comment="keepalive", sep="\n").encode()
+    return ServerSentEvent(data=event.data, event=event.name, sep="\n").encode()
 
 
-class _Stream(EventSourceResponse):
-    """A client that takes no bytes for `send_timeout` seconds (it stopped reading, and the
-    socket's buffers are full) is treated as gone: sse-starlette then closes the event source,
-    which cancels the upstream request, and raises; that is a departure, not a failure.
+class _TookNothing(Exception):
+    """A write waited past the write timeout."""
 
-    The write timeout is one `Watchdog` per stream rather than sse-starlette's cancel scope per
-    send, which cost as much as the send itself."""
+
+class EventStream(Response):
+    """`text/event-stream`: the numbered events of `runs` as they come, each run (the events
+    that were ready together) in one write, and a keepalive every `keepalive_s` seconds that
+    nothing was written (0: none).
+
+    Written here rather than with sse-starlette's `EventSourceResponse`, whose encoding this
+    keeps (its `ServerSentEvent` writes the keepalives, `encode` the same format): that
+    response runs four tasks per stream (the body, the pings, the disconnect, the server's
+    exit), and cancelling them at its end left every stream's response, connection and frames
+    in reference cycles that only a full collection frees (some 140 objects a stream; a full
+    collection's walk over every open stream is the longest stall a busy server has). Here the
+    response's own task writes everything; one small task waits for the client to leave, and
+    one timer sends the keepalives.
+
+    A client that leaves ends the response at once, whatever it waits on, and so does one that
+    takes no bytes for `write_timeout_s` (it stopped reading, and the socket's buffers are
+    full): its connection is then reset, its queued bytes dropped now rather than sent on for
+    minutes. Either is a departure, not a failure. However the response ends, closing `runs`
+    closes everything upstream of it (its follower; the upstream request, if nobody reads the
+    stream within the grace period)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        runs: Runs,
+        *,
+        stream: str,
+        retry_ms: int,
+        keepalive_s: float,
+        write_timeout_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        keepalive: Event | None = None,
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self.init_headers({**HEADERS, **(headers or {})})
+        self._runs = runs
+        self._stream = stream
+        self._retry_ms = retry_ms
+        self._keepalive_s = keepalive_s
+        self._write_timeout_s = write_timeout_s
+        self._keepalive = _keepalive(keepalive)
+        # While the response runs: how it writes, and who writes.
+        self._send: Send | None = None
+        self._writer: asyncio.Task[Any] | None = None
+        self._watchdog: Watchdog | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending = False  # the writer's write is under way
+        self._pinging: asyncio.Task[None] | None = None  # a keepalive's write is under way
+        self._wrote_at = 0.0  # loop time of the last write
+        self._ended = False  # nothing more is written
+        self._left = False  # the client left (or took nothing): the writer was cancelled for it
+        self._took_nothing = False  # a keepalive's write timed out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._watchdog = Watchdog(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        self._send, self._writer = send, asyncio.current_task()
+        self._wrote_at = loop.time()
+        self._watchdog = watchdog = Watchdog(loop)
+        watcher = loop.create_task(self._watch(receive))
+        if self._keepalive_s > 0:  # 0: none
+            self._timer = loop.call_later(self._keepalive_s, self._tick)
         try:
-            await super().__call__(scope, receive, send)
-        except* SendTimeoutError:
-            reset = abort(scope)  # its queued bytes dropped now, not sent on for minutes
-            logger.info(
-                "the client took nothing for %s s: treated as gone%s",
-                self.send_timeout,
-                ", its connection reset" if reset else "",
+            await self._write(
+                {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
             )
-        finally:
-            self._watchdog.stop()
-
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        watchdog = self._watchdog
-        if self.send_timeout is None or watchdog.waiter is not None:
-            # No timeout; or a keepalive while an event's send waits: sse-starlette's own way.
-            await super()._send_with_timeout(send, message)
-            return
-        watchdog.start(self.send_timeout)
-        try:
-            await send(message)
+            retry: int | None = self._retry_ms
+            stream = self._stream
+            async for run in self._runs:
+                if len(run) == 1:
+                    seq, event = run[0]
+                    body = encode(event, id=f"{stream}:{seq}", retry_ms=retry)
+                else:
+                    body = b"".join(
+                        encode(event, id=f"{stream}:{seq}", retry_ms=None if i else retry)
+                        for i, (seq, event) in enumerate(run)
+                    )
+                retry = None
+                await self._write({"type": "http.response.body", "body": body, "more_body": True})
+            self._ended = True
+            await self._write({"type": "http.response.body", "body": b"", "more_body": False})
+        except _TookNothing:
+            self._timed_out(scope)
         except asyncio.CancelledError:
-            if watchdog.owns_cancellation():
-                raise SendTimeoutError() from None
-            raise
+            writer = self._writer
+            assert writer is not None
+            if not self._left or writer.cancelling() > 1:
+                raise  # the server is stopping, or the invocation is over: not a departure
+            writer.uncancel()
+            if self._took_nothing:
+                self._timed_out(scope)
         finally:
-            watchdog.done()
+            self._ended = True
+            if self._timer is not None:
+                self._timer.cancel()
+            watcher.cancel()
+            watchdog.stop()
+            if self._pinging is not None:
+                self._pinging.cancel()
+            self._send = self._writer = self._watchdog = self._timer = self._pinging = None
+            await self._runs.aclose()
 
+    async def _write(self, message: Message) -> None:
+        """One message from the writer, after any keepalive under way, under the timeout."""
+        while self._pinging is not None:
+            await asyncio.shield(self._pinging)
+        self._sending = True
+        try:
+            await self._timed(message)
+        finally:
+            self._sending = False
+        self._wrote_at = asyncio.get_running_loop().time()
 
-def event_stream(
-    events: AsyncGenerator[tuple[int, Event], None],
-    *,
-    stream: str,
-    retry_ms: int,
-    keepalive_s: float,
-    write_timeout_s: float | None = None,
-    headers: Mapping[str, str] | None = None,
-    keepalive: Event | None = None,
-) -> EventSourceResponse:
-    """A streaming response that frames `stream`'s numbered `events` as they are produced,
-    with a `keepalive` event (unnumbered; by default a comment) every `keepalive_s`."""
-    ping = _keepalive
-    if keepalive is not None:
-        name, data = keepalive.name, keepalive.data
+    async def _timed(self, message: Message) -> None:
+        timeout, watchdog, send = self._write_timeout_s, self._watchdog, self._send
+        assert watchdog is not None
+        assert send is not None
+        if timeout is None:
+            await send(message)
+        else:
+            watchdog.start(timeout)
+            try:
+                await send(message)
+            except asyncio.CancelledError:
+                if watchdog.owns_cancellation():
+                    raise _TookNothing from None
+                raise
+            finally:
+                watchdog.done()
 
-        def ping() -> ServerSentEvent:
-            return ServerSentEvent(data=data, event=name, sep="\n")
+    async def _watch(self, receive: Receive) -> None:
+        """Wait for the client to leave; then end the response."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._leave()
 
-    return _Stream(
-        _framed(events, stream, retry_ms),
-        headers={**HEADERS, **(headers or {})},
-        ping=keepalive_s,
-        ping_message_factory=ping,
-        sep="\n",
-        send_timeout=write_timeout_s,
-    )
+    def _leave(self) -> None:
+        if not self._ended and not self._left and self._writer is not None:
+            self._left = True
+            self._writer.cancel()
+
+    def _tick(self) -> None:
+        """A keepalive once nothing has been written for `keepalive_s`, unless a write is
+        under way; then the timer is set for the next."""
+        if self._ended:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = self._wrote_at + self._keepalive_s
+        if due <= now:
+            if not self._sending and self._pinging is None:
+                self._pinging = loop.create_task(self._ping())
+            due = now + self._keepalive_s
+        self._timer = loop.call_at(due, self._tick)
+
+    async def _ping(self) -> None:
+        try:
+            keepalive = {"type": "http.response.body", "body": self._keepalive, "more_body": True}
+            await self._timed(keepalive)
+        except _TookNothing:
+            self._took_nothing = True
+            self._leave()  # the writer ends the response
+        except Exception:  # the writer's next write meets the same failure, and says so
+            logger.debug("a keepalive could not be written", exc_info=True)
+        finally:
+            self._pinging = None
+
+    def _timed_out(self, scope: Scope) -> None:
+        reset = abort(scope)  # its queued bytes dropped now, not sent on for minutes
+        logger.info(
+            "the client took nothing for %s s: treated as gone%s",
+            self._write_timeout_s,
+            ", its connection reset" if reset else "",
+        )

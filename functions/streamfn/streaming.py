@@ -28,7 +28,7 @@ from streamfn.controls import header_value
 from streamfn.dialects import Dialect
 from streamfn.errors import retry_headers, status_for
 from streamfn.resume.producer import Producer
-from streamfn.sse import event_stream
+from streamfn.sse import EventStream
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -143,7 +143,7 @@ async def stream_response(
         return Attached(error_response(dialect, failed), producer, origin=True)
     if not came:
         logger.info("no first token after %s s: committing early", early_commit_s)
-    response = event_stream(
+    response = EventStream(
         producer.follow(0),
         stream=producer.head.id,
         retry_ms=retry_ms,

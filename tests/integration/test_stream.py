@@ -446,3 +446,50 @@ def test_a_client_that_stops_reading_is_treated_as_gone(serve: Serve) -> None:
         assert observed.closed_at is not None
         assert observed.closed_at - started < 5
     assert observed.yielded < 5000  # cut short, not run to its end
+
+
+def _garbage_of_the_server(garbage: list[object]) -> list[str]:
+    """What of a server's request a collection found unreachable: its connection's objects,
+    its response, its stream, or a frame of streamfn's code."""
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    from streamfn.resume.producer import Producer
+    from streamfn.sse import EventStream
+
+    found = []
+    for o in garbage:
+        if isinstance(o, RequestResponseCycle | EventStream | Producer):
+            found.append(type(o).__name__)
+        elif type(o).__name__ == "frame" and "/streamfn/" in o.f_code.co_filename:  # type: ignore[attr-defined]
+            found.append(f"frame {o.f_code.co_name}")  # type: ignore[attr-defined]
+    return found
+
+
+@pytest.mark.parametrize("leaves", [False, True], ids=["read whole", "client leaves"])
+async def test_a_stream_leaves_nothing_for_the_cycle_collector(
+    serve: Serve, client: httpx.AsyncClient, leaves: bool
+) -> None:
+    """A stream's request, response and producer are freed by reference counting when it ends,
+    read whole or left by its client: nothing of it waits for a full collection (memory.py
+    freezes what survives one; a cycle left there stays until a reclaim)."""
+    import gc
+
+    url = serve(echo_app(delay_ms=20, resume_grace_s=0.1))
+    await stream(client, f"{url}/chat/stream", user("warm up"))  # first use: imports, pools
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept in gc.garbage
+    try:
+        if leaves:
+            await leave_after_tokens(client, f"{url}/chat/stream", user("a b c d e f g h"))
+        else:
+            _, events = await stream(client, f"{url}/chat/stream", user("a b c"))
+            assert text_of(events) == "a b c"
+        await asyncio.sleep(0.6)  # it settled: its grace period over, its record written
+        gc.collect()
+        found = _garbage_of_the_server(gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert found == []

@@ -35,6 +35,13 @@ from typing import Protocol
 from streamfn.dialects import Event
 from streamfn.settings import Settings, in_lambda
 
+# Events of a stream with their numbers, in order, that were ready together: what a follower
+# yields, and a response writes at once.
+Run = list[tuple[int, Event]]
+# Characters of events in one run at most: a reader far behind gets the rest in runs of about
+# this size, each once the last has been written (a client that reads nothing holds one).
+RUN_CHARS = 64 << 10
+
 logger = logging.getLogger(__name__)
 
 # A stream id as clients may choose it (`stream_id`): URL- and SSE-id-safe, no `:`.

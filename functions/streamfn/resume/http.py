@@ -11,7 +11,7 @@ from streamfn.dialects import Dialect
 from streamfn.resume import Head, LogUnavailable
 from streamfn.resume.live import Streams
 from streamfn.settings import Settings
-from streamfn.sse import event_stream
+from streamfn.sse import EventStream
 from streamfn.streaming import Attached
 
 
@@ -81,7 +81,7 @@ class Resumes:
         if not left:
             return Response(status_code=204, headers={"x-stream-id": head.id})
         producer = streams.local(head.id)
-        response = event_stream(
+        response = EventStream(
             streams.follow(head, after),
             stream=head.id,
             retry_ms=settings.retry_ms,

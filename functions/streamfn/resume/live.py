@@ -13,8 +13,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from streamfn.chunks import StreamChunk
-from streamfn.dialects import Encode, Event
-from streamfn.resume import LEASE_S, Head, LogUnavailable, Page, StreamLog
+from streamfn.dialects import Encode
+from streamfn.resume import LEASE_S, Head, LogUnavailable, Page, Run, StreamLog
 from streamfn.resume.journal import Journal
 from streamfn.resume.producer import Producer
 
@@ -151,27 +151,27 @@ class Streams:
         last = await self._ask(self.log.last_page, head.id)
         return not (last is not None and last.end and last.last <= after)
 
-    def follow(self, head: Head, after: int) -> AsyncGenerator[tuple[int, Event], None]:
-        """The stream's events numbered above `after`, live: from its producer when it runs in
-        this process, else from the log, polled until its end page."""
+    def follow(self, head: Head, after: int) -> AsyncGenerator[Run, None]:
+        """The stream's events numbered above `after`, live, in runs: from its producer when it
+        runs in this process, else from the log (a page a run), polled until its end page."""
         producer = self._live.get(head.id)
         if producer is not None:
             return producer.follow(after)
         return self._from_log(head, after)
 
-    async def logged(
-        self, id: str, after: int, upto: int
-    ) -> AsyncGenerator[tuple[int, Event], None]:
-        """Events numbered `after + 1` to `upto` of stream `id`, as far as the log has them: a
-        few pages at a time, so that a reader far behind holds no more than those."""
+    async def logged(self, id: str, after: int, upto: int) -> AsyncGenerator[Run, None]:
+        """Events numbered `after + 1` to `upto` of stream `id`, as far as the log has them, a
+        page a run: a few pages at a time, so that a reader far behind holds no more than
+        those."""
         assert self.log is not None
         for page in await asyncio.to_thread(self.log.pages, id, after, _PAGES_AT_ONCE):
-            for item in page.after(after):
-                if item[0] > upto:
-                    return
-                yield item
+            run = [item for item in page.after(after) if item[0] <= upto]
+            if run:
+                yield run
+            if page.last > upto:
+                return
 
-    async def _from_log(self, head: Head, after: int) -> AsyncGenerator[tuple[int, Event], None]:
+    async def _from_log(self, head: Head, after: int) -> AsyncGenerator[Run, None]:
         """Follow a stream produced elsewhere: its pages as they come, this reader's presence
         marked on every heartbeat. A stream whose producer's lease has lapsed, or whose
         deadline has passed, with no end in the log, is ended here with its will."""
@@ -190,9 +190,10 @@ class Streams:
                 pages = await asyncio.to_thread(log.pages, head.id, seq, limit)
                 for page in pages:
                     last = page
-                    for item in page.after(seq):
-                        yield item
-                        seq = item[0]
+                    run = page.after(seq)
+                    if run:
+                        yield run
+                        seq = run[-1][0]
                     if page.end:
                         return
                 if len(pages) == limit:
@@ -211,8 +212,8 @@ class Streams:
                     continue
                 producer = self._live.get(head.id)
                 if producer is not None:  # it started here after all (a slow resume)
-                    async for item in producer.follow(seq):
-                        yield item
+                    async for run in producer.follow(seq):
+                        yield run
                     return
                 await log.wait(head.id, seq)
         finally:

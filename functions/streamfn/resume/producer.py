@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 from streamfn.chunks import StreamChunk, StreamError, generated
 from streamfn.dialects import Encode, Event
-from streamfn.resume import Head
+from streamfn.resume import RUN_CHARS, Head, Run
 
 if TYPE_CHECKING:
     from streamfn.resume.live import Streams
@@ -191,9 +191,10 @@ class Producer:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def follow(self, after: int) -> AsyncGenerator[tuple[int, Event], None]:
-        """The events numbered above `after`, then each as it comes, until the end. Those no
-        longer in memory come from the log."""
+    async def follow(self, after: int) -> AsyncGenerator[Run, None]:
+        """The events numbered above `after`, then the rest as they come, until the end, in
+        runs: those ready together (up to `RUN_CHARS` of them). Those no longer in memory come
+        from the log."""
         cursor = [after]
         self._cursors.append(cursor)
         try:
@@ -202,9 +203,9 @@ class Producer:
                 if seq < self.base:
                     if self._streams.log is not None:
                         behind = seq
-                        async for item in self._streams.logged(self.head.id, seq, self.base):
-                            yield item
-                            seq = cursor[0] = item[0]
+                        async for logged in self._streams.logged(self.head.id, seq, self.base):
+                            yield logged
+                            seq = cursor[0] = logged[-1][0]
                         if seq > behind:
                             continue  # more may follow, a few pages at a time
                     if seq < self.base:  # the log lacks them (a write given up): skip
@@ -213,15 +214,23 @@ class Producer:
                         )
                         seq = self.base
                     continue
-                while self.base <= seq < self.base + len(self._window):  # `count`, inlined
-                    seq += 1
-                    yield seq, self._window[seq - 1 - self.base]
+                window, base = self._window, self.base
+                if seq < base + len(window):  # `count`, inlined
+                    run: Run = []
+                    chars = 0
+                    for i in range(seq - base, len(window)):
+                        event = window[i]
+                        seq += 1
+                        run.append((seq, event))
+                        chars += len(event.data)
+                        if chars >= RUN_CHARS:
+                            break
+                    yield run
                     cursor[0] = seq
                     room = self._room
                     if room is not None and not room.done() and self._streams.log is None:
                         self._trim()
                         self._make_room()
-                if seq < self.base:
                     continue
                 if self.ended:
                     return
