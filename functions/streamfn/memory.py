@@ -1,5 +1,5 @@
-"""Memory: the collector kept off what start-up made, and freed memory handed back to the
-system once streams have ended.
+"""Memory: the collector kept off what has lived through a full collection, and freed memory
+handed back to the system once streams have ended.
 
 A stream's events are many strings of a few kilobytes; Python frees them to the C allocator,
 and glibc's keeps what it freed inside its heaps (and its worker threads' arenas) rather than
@@ -14,7 +14,9 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import time
 from functools import cache
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -36,19 +38,69 @@ def release() -> None:
         trim(0)
 
 
-_frozen = False
+# Objects frozen beyond the count after the last reclaim (and at least as many again) at which
+# the next full collection walks them all, for what died in a cycle since it was frozen.
+RECLAIM_GROWTH = 1_000_000
+CHECK_EVERY_S = 10.0  # counting the frozen objects walks their list: about 4 ms a million
 
 
-def freeze_start_up() -> None:
-    """Leave what start-up made (modules, the app, its clients: over 100,000 objects, alive as
-    long as the process) out of every later collection, once per process. A full collection
-    walks every tracked object: with 1,000 streams open one held the event loop for 150 to
-    190 ms, and about half of that was these objects (`make bench`'s loop stall). No collection
-    first: the garbage start-up leaves is a few dozen objects (frozen, they are never freed),
-    and a full collection here would lengthen a cold start by some 70 ms. gc.freeze() is a list
-    splice (https://docs.python.org/3/library/gc.html#gc.freeze); with SnapStart the snapshot
-    is taken after it."""
-    global _frozen
-    if not _frozen:
-        _frozen = True
+class _Tenure:
+    """Called by the collector after each collection (`gc.callbacks`): after a full one, what
+    survived it is frozen, so that the next full collection walks only what has come since.
+
+    A full collection walks every tracked object. With 1,000 streams open that is some 400,000
+    objects (start-up's 140,000 besides), and one held the event loop for 70 to 190 ms: the
+    longest stall a busy server had (`make bench`). CPython runs one whenever objects promoted
+    since the last have grown by a quarter of those that survived it, so a server with many
+    streams open ran one every few seconds, walking them all each time. Frozen, what is alive
+    is left out (https://docs.python.org/3/library/gc.html#gc.freeze: a list splice), and a
+    full collection costs what was made since the last one.
+
+    Frozen objects are still freed by reference counting; what the collector alone frees, an
+    unreachable cycle, stays frozen until a reclaim. A stream leaves no such cycle (the tests
+    hold it to that), but an error may, so when the frozen objects have doubled since the last
+    reclaim (and grown by `growth` at least), checked at most every ten seconds, they are all
+    unfrozen and the next full collection walks everything, once."""
+
+    def __init__(self, growth: int, check_every_s: float) -> None:
+        self.growth = growth
+        self.check_every_s = check_every_s
+        self.base = gc.get_freeze_count()
+        self.checked = time.monotonic()
+        self.reclaiming = False
+        self.reclaims = 0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase != "stop" or info["generation"] != 2:
+            return
         gc.freeze()
+        if self.reclaiming:  # that collection walked everything: count from here
+            self.reclaiming = False
+            self.reclaims += 1
+            self.base = gc.get_freeze_count()
+            return
+        now = time.monotonic()
+        if now - self.checked < self.check_every_s:
+            return
+        self.checked = now
+        frozen = gc.get_freeze_count()
+        if frozen > max(2 * self.base, self.base + self.growth):
+            logger.info("%s objects frozen: the next full collection walks them all", frozen)
+            gc.unfreeze()
+            self.reclaiming = True
+
+
+_tenure: _Tenure | None = None
+
+
+def freeze_start_up(growth: int = RECLAIM_GROWTH, check_every_s: float = CHECK_EVERY_S) -> None:
+    """Leave what start-up made (modules, the app, its clients: over 100,000 objects, alive as
+    long as the process) out of every later collection, and from then on what survives each
+    full collection (`_Tenure`); once per process. No collection first: the garbage start-up
+    leaves is a few dozen objects, and a full collection here would lengthen a cold start by
+    some 70 ms. With SnapStart the snapshot is taken after it."""
+    global _tenure
+    if _tenure is None:
+        gc.freeze()
+        _tenure = _Tenure(growth, check_every_s)
+        gc.callbacks.append(_tenure)
