@@ -50,6 +50,7 @@ from streamfn.chunks import (
 from streamfn.content import NamedTool, Part, Reasoning, Text, Tool, ToolCall
 from streamfn.providers import upstream
 from streamfn.providers.anthropic_native import anthropic_body
+from streamfn.providers.pool import streaming_pool
 from streamfn.request import ChatRequest, NativeBody
 
 NAME = "anthropic"
@@ -99,8 +100,12 @@ class AnthropicProvider:
             base_url=base_url,
             max_retries=max_retries,
             timeout=anthropic.Timeout(total_timeout_s, connect=connect_timeout_s),
-            http_client=anthropic.DefaultAsyncHttpxClient(
-                limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=100)
+            http_client=streaming_pool(
+                anthropic.DefaultAsyncHttpxClient(
+                    limits=httpx2.Limits(
+                        max_connections=max_connections, max_keepalive_connections=100
+                    )
+                )
             ),
         )
         # The SDK imports its resources (and their many types) on first access: here, in the

@@ -44,6 +44,7 @@ from streamfn.content import (
 from streamfn.providers import upstream
 from streamfn.providers.assembly import ReasoningTracker, ToolCallAssembler
 from streamfn.providers.openai_responses import OpenAIResponses
+from streamfn.providers.pool import streaming_pool
 from streamfn.providers.sse_reader import SSEReader
 from streamfn.request import ChatRequest
 
@@ -84,8 +85,12 @@ class OpenAIChatProvider:
             base_url=base_url,
             max_retries=max_retries,
             timeout=openai.Timeout(total_timeout_s, connect=connect_timeout_s),
-            http_client=openai.DefaultAsyncHttpxClient(
-                limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=100)
+            http_client=streaming_pool(
+                openai.DefaultAsyncHttpxClient(
+                    limits=httpx2.Limits(
+                        max_connections=max_connections, max_keepalive_connections=100
+                    )
+                )
             ),
         )
         # A server that serves the Responses API itself is passed Responses requests through.
