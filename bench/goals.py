@@ -88,6 +88,17 @@ def provider_targets(rows: dict[str, Any]) -> list[Row]:
                     r["max_lag_ms"] <= 50,
                 )
             )
+            if "max_gc_ms" in r:
+                out.append(
+                    (
+                        f"{title}: longest garbage collection, {n:,} streams",
+                        fmt(r["max_gc_ms"], " ms"),
+                        f"OpenAI {fmt(o.get('max_gc_ms', math.nan), ' ms')}",
+                        "",
+                        "<= 50 ms",
+                        r["max_gc_ms"] <= 50,
+                    )
+                )
             threads = r.get("threads")
             if threads:
                 out.append(
@@ -204,6 +215,19 @@ def targets(rows: dict[str, Any]) -> list[Row]:
             added - relay_added <= 0.5,
         )
     )
+    if "open_ttft_p50_ms" in s and "open_ttft_p50_ms" in relay:
+        open_added = s["open_ttft_p50_ms"] - up["ttft_p50_ms"]
+        relay_open = relay["open_ttft_p50_ms"] - up["ttft_p50_ms"]
+        out.append(
+            (
+                f"2a. added time to first token, p50, one stream, {TARGET_STREAMS:,} others open",
+                fmt(open_added, " ms"),
+                f"relay {fmt(relay_open, ' ms')}",
+                f"{open_added - relay_open:+.2f} ms",
+                "<= +0.5 ms",
+                open_added - relay_open <= 0.5,
+            )
+        )
     out.append(
         (
             "2b. time to first token, p99, 200 concurrent",
@@ -238,12 +262,35 @@ def targets(rows: dict[str, Any]) -> list[Row]:
         )
         out.append(
             (
-                f"5. longest event-loop stall, {TARGET_STREAMS:,} streams",
+                f"5. longest event-loop stall, {TARGET_STREAMS:,} streams at 50 tokens/s",
                 fmt(mine["max_lag_ms"], " ms"),
                 f"relay {fmt(theirs['max_lag_ms'], ' ms')}",
                 "",
                 "<= 50 ms",
                 mine["max_lag_ms"] <= 50,
+            )
+        )
+        if "max_gc_ms" in mine:
+            out.append(
+                (
+                    f"5. longest garbage collection, {TARGET_STREAMS:,} streams at 50 tokens/s",
+                    fmt(mine["max_gc_ms"], " ms"),
+                    f"relay {fmt(theirs.get('max_gc_ms', math.nan), ' ms')}",
+                    "",
+                    "<= 50 ms",
+                    mine["max_gc_ms"] <= 50,
+                )
+            )
+    if "open_max_lag_ms" in s:
+        out.append(
+            (
+                f"5. longest event-loop stall, {TARGET_STREAMS:,} idle streams open, "
+                "requests one at a time",
+                fmt(s["open_max_lag_ms"], " ms"),
+                f"relay {fmt(relay.get('open_max_lag_ms', math.nan), ' ms')}",
+                "",
+                "<= 50 ms",
+                s["open_max_lag_ms"] <= 50,
             )
         )
     out.append(

@@ -81,6 +81,7 @@ class Target:
 def _summed(probes: list[dict[str, float]]) -> dict[str, float]:
     out = {key: sum(p[key] for p in probes) for key in probes[0]}
     out["max_lag_ms"] = max(p["max_lag_ms"] for p in probes)
+    out["max_gc_ms"] = max(p["max_gc_ms"] for p in probes)
     return out
 
 
@@ -165,6 +166,7 @@ async def concurrency(target: Target, figures: Figures, counts: list[int]) -> No
             "gap_p99_ms": load.percentile(gaps, 99) * 1000,
             "tokens_per_cpu_s": tokens / cpu if cpu > 0 else float("nan"),
             "max_lag_ms": probe.get("max_lag_ms", float("nan")),
+            "max_gc_ms": probe.get("max_gc_ms", float("nan")),
             "errors": len([r for r in results if not r.exact(PACED_TOKENS)]),
             "tokens": tokens,
             "cpu_s": cpu,
@@ -212,8 +214,25 @@ async def idle_memory(target: Target, figures: Figures, n: int) -> None:
         say(f"  idle memory not measured: {figures.rows[target.name]['idle_problem']}")
     else:
         figures.set(target.name, "idle_kib_per_stream", (rss - base) / n)
+        await with_streams_open(target, figures)
     for transport, _, _ in clients:
         transport.close()
+
+
+async def with_streams_open(target: Target, figures: Figures) -> None:
+    """Time to first token, one fresh request at a time, while the idle streams stay open; the
+    loop's longest stall and longest collection meanwhile."""
+    target.probe(reset=True)
+    raw = target.raw("fast-1")
+    samples = []
+    for _ in range(50 if QUICK else 300):
+        r = await load.one(target.port, raw, until=target.until)
+        assert r.exact(1), (target.name, r.status, r.error)
+        samples.append(r.ttft or 0)
+    probe = target.probe()
+    figures.set(target.name, "open_ttft_p50_ms", load.median(samples) * 1000)
+    figures.set(target.name, "open_max_lag_ms", probe["max_lag_ms"])
+    figures.set(target.name, "open_max_gc_ms", probe["max_gc_ms"])
 
 
 async def first_use(target: Target, figures: Figures, optional: bool) -> None:

@@ -186,8 +186,8 @@ def write(
     lines += ["", "## Concurrency", "", f"![tokens per CPU second and delay]({shown_at})", ""]
     lines += [
         "| target | streams | complete | p99 delay over pace | tokens per CPU s | loop stall "
-        "| threads before / during / after |",
-        "|---|---|---|---|---|---|---|",
+        "| longest collection | threads before / during / after |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in (*LISTED, "redis", "fleet"):
         ladder = rows.get(name, {}).get("ladder", {})
@@ -196,7 +196,8 @@ def write(
             lines.append(
                 f"| {name} | {int(n):,} | {step['complete']:,} | "
                 f"{fmt(step['gap_p99_ms'], ' ms')} | {fmt(step['tokens_per_cpu_s'])} | "
-                f"{fmt(step['max_lag_ms'], ' ms')} | {threads} |"
+                f"{fmt(step['max_lag_ms'], ' ms')} | "
+                f"{fmt(step.get('max_gc_ms', math.nan), ' ms')} | {threads} |"
             )
     lines += [
         "",

@@ -12,8 +12,10 @@ httptools), with a probe of its event loop's lag:
   has: the Gemini key, or AWS credentials and a region (SigV4 signing on every request).
 
 `GET /__bench` answers the probe's figures: the longest loop lag since the last reset (a task
-that asks to sleep 5 ms and notes how late it wakes), CPU seconds, resident memory and the
-process's thread count.
+that asks to sleep 5 ms and notes how late it wakes), the longest garbage collection since then
+(the collector's own callbacks time each), CPU seconds, resident memory and the process's
+thread count. `GET /__bench?gc` answers what a full collection would walk, by type, and how
+long one takes now.
 
 Run: python bench/targets.py TARGET PORT UPSTREAM_URL
 """
@@ -21,6 +23,8 @@ Run: python bench/targets.py TARGET PORT UPSTREAM_URL
 from __future__ import annotations
 
 import asyncio
+import collections
+import gc
 import json
 import os
 import resource
@@ -159,6 +163,15 @@ class Probe:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.max_lag = 0.0
+        self.max_gc = 0.0
+        self._gc_started = 0.0
+        gc.callbacks.append(self._collection)
+
+    def _collection(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.max_gc = max(self.max_gc, time.perf_counter() - self._gc_started)
 
     async def watch(self) -> None:
         while True:
@@ -176,19 +189,34 @@ class Probe:
         body = json.dumps(
             {
                 "max_lag_ms": self.max_lag * 1000,
+                "max_gc_ms": self.max_gc * 1000,
                 "cpu_s": usage.ru_utime + usage.ru_stime,
                 "rss_kib": rss,
                 "threads": len(os.listdir("/proc/self/task")),
             }
         ).encode()
         if scope.get("query_string") == b"reset":
-            self.max_lag = 0.0
+            self.max_lag = self.max_gc = 0.0
         if scope.get("query_string") == b"top" and tracemalloc.is_tracing():  # BENCH_TRACEMALLOC
             stats = tracemalloc.take_snapshot().statistics("lineno")[:25]
             body = "\n".join(str(stat) for stat in stats).encode()
+        if scope.get("query_string") == b"gc":
+            body = _collected().encode()
         length = [(b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": length})
         await send({"type": "http.response.body", "body": body})
+
+
+def _collected() -> str:
+    """What a full collection walks (tracked objects, not frozen), by type, most first; then
+    one, timed, and what it found unreachable."""
+    kinds = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    started = time.perf_counter()
+    found = gc.collect()
+    took = time.perf_counter() - started
+    head = f"tracked {sum(kinds.values())}, frozen {gc.get_freeze_count()}: "
+    head += f"a full collection {took * 1000:.1f} ms, {found} unreachable"
+    return "\n".join([head, *(f"{n:8d} {kind}" for kind, n in kinds.most_common(40))])
 
 
 async def main(target: str, port: int, upstream: str) -> None:
