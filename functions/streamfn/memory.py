@@ -13,12 +13,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-import logging
 import time
 from functools import cache
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 
 @cache
@@ -61,7 +58,8 @@ class _Tenure:
     unreachable cycle, stays frozen until a reclaim. A stream leaves no such cycle (the tests
     hold it to that), but an error may, so when the frozen objects have doubled since the last
     reclaim (and grown by `growth` at least), checked at most every ten seconds, they are all
-    unfrozen and the next full collection walks everything, once.
+    unfrozen and the next full collection walks everything, once (that one is long: over a
+    million objects, several hundred milliseconds, as rare as the frozen set's doubling).
 
     What a full collection walks is then what survived the younger collections since the last:
     with a full collection every second middle one (`FULL_EVERY`, CPython's default 10), at
@@ -90,7 +88,7 @@ class _Tenure:
         self.checked = now
         frozen = gc.get_freeze_count()
         if frozen > max(2 * self.base, self.base + self.growth):
-            logger.info("%s objects frozen: the next full collection walks them all", frozen)
+            # Nothing logged here: a collection may run inside a logging handler's write.
             gc.unfreeze()
             self.reclaiming = True
 

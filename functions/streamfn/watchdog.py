@@ -13,7 +13,7 @@ class Watchdog:
     until the wait now in progress would be over. Cancelling and then `uncancel`ling is what
     `asyncio.timeout` does, once per wait."""
 
-    __slots__ = ("asked_at", "ends_at", "fired", "gap", "handle", "loop", "waiter")
+    __slots__ = ("asked_at", "ends_at", "fired", "fired_on", "gap", "handle", "loop", "waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, ends_at: float = math.inf) -> None:
         self.loop = loop
@@ -22,6 +22,7 @@ class Watchdog:
         self.asked_at = 0.0
         self.waiter: asyncio.Task[object] | None = None  # the task waiting for a chunk, if one is
         self.fired = False
+        self.fired_on: asyncio.Task[object] | None = None  # the task it cancelled, if it fired
         self.handle: asyncio.TimerHandle | None = None
 
     def start(self, gap: float) -> None:
@@ -42,7 +43,7 @@ class Watchdog:
         if self.waiter is None:  # not waiting: check again when a wait begun now would end
             due = min(self.loop.time() + self.gap, self.ends_at)
         elif self.loop.time() >= due:
-            self.fired = True
+            self.fired, self.fired_on = True, self.waiter
             self.waiter.cancel()
             return
         self.handle = self.loop.call_at(due, self._check)
@@ -52,7 +53,10 @@ class Watchdog:
         so it is withdrawn (`uncancel`), as `asyncio.timeout` does, and the caller turns it into
         its timeout. False: someone else's too (the client left, the server stops): re-raise."""
         task = asyncio.current_task()
-        return self.fired and task is not None and task.uncancel() == 0
+        if not self.fired or task is None or task is not self.fired_on:
+            return False  # it fired on another task, or for an earlier wait: not this one's
+        self.fired, self.fired_on = False, None
+        return task.uncancel() == 0
 
     def done(self) -> None:
         """The wait is over (it ended, failed or was cancelled)."""

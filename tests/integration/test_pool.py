@@ -55,8 +55,8 @@ class Server:
                     await asyncio.sleep(0.05)
                     writer.close()
                     return
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client went, or the test is over
         finally:
             writer.close()
 
@@ -154,3 +154,40 @@ async def test_a_connection_the_server_closed_while_idle_is_not_handed_out() -> 
             assert (await http.get(url)).text == "onetwo"
             await asyncio.sleep(0.15)  # the server has closed it meanwhile
         assert server.connections == 3
+
+
+async def test_at_the_limit_a_connection_given_back_goes_to_the_request_waiting() -> None:
+    server = Server()
+    async with server as url, client(max_connections=1) as http:
+        held = await hold(http, url)
+        waiting = asyncio.create_task(http.get(url))
+        await asyncio.sleep(0.05)
+        server.release.set()
+        await held.aread()
+        await held.aclose()  # idle again: the waiting request takes it, no new connection
+        assert (await asyncio.wait_for(waiting, 2)).text == "onetwo"
+        assert server.connections == 1
+
+
+async def test_room_given_to_a_request_cancelled_meanwhile_goes_to_the_next() -> None:
+    server = Server()
+    async with server as url, client(max_connections=1) as http:
+        held = await hold(http, url)
+        first = asyncio.create_task(http.get(url))
+        second = asyncio.create_task(http.get(url))
+        await asyncio.sleep(0.05)  # both wait for room
+        server.release.set()
+        await held.aread()
+        await held.aclose()
+        first.cancel()  # its client left just as room was made for it (or it ran first)
+        assert (await asyncio.wait_for(second, 2)).text == "onetwo"  # not a pool timeout
+        await asyncio.gather(first, return_exceptions=True)
+
+
+async def test_a_response_closed_after_its_pool_is_closed_is_no_error() -> None:
+    server = Server()
+    async with server as url:
+        http = client()
+        held = await hold(http, url)
+        await http.aclose()  # the server stops: its clients close, streams still open
+        await held.aclose()

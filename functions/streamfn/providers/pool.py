@@ -76,30 +76,48 @@ class StreamingPool(httpcore2.AsyncConnectionPool):
         self, origin: httpcore2.Origin, wait_s: float | None
     ) -> httpcore2.AsyncConnectionInterface:
         key = (origin.scheme, origin.host, origin.port)  # an Origin is not hashable
-        idle = self._idle.get(key)
-        while idle:
-            connection = idle.pop()
-            self._idle_count -= 1
-            if connection.is_available() and not connection.has_expired():
+        loop = asyncio.get_running_loop()
+        deadline = None if wait_s is None else loop.time() + wait_s
+        while True:
+            idle = self._idle.get(key)
+            while idle:
+                connection = idle.pop()
+                self._idle_count -= 1
+                if connection.is_available() and not connection.has_expired():
+                    self._busy[connection] = key
+                    return connection
+                await self._close_connections([connection])
+            if len(self._busy) + self._idle_count < self._max_connections:
+                connection = self.create_connection(origin)
                 self._busy[connection] = key
                 return connection
-            await self._close_connections([connection])
-        while len(self._busy) + self._idle_count >= self._max_connections:
             if self._idle_count:  # room made by closing an idle connection to another origin
                 await self._close_connections([self._evict()])
                 continue
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = loop.create_future()
             self._waiting.append(waiter)
             try:
-                await asyncio.wait_for(waiter, wait_s)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation
+                # that comes once the future is done.
+                async with asyncio.timeout_at(deadline):
+                    await waiter
             except TimeoutError:
                 raise httpcore2.PoolTimeout("no connection became free in time") from None
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, then cancelled: the room it was given goes on
+                raise
             finally:
                 if waiter in self._waiting:
                     self._waiting.remove(waiter)
-        connection = self.create_connection(origin)
-        self._busy[connection] = key
-        return connection
+
+    def _wake(self) -> None:
+        """Room was made: the longest-waiting request looks again."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def _evict(self) -> httpcore2.AsyncConnectionInterface:
         for idle in self._idle.values():
@@ -111,8 +129,12 @@ class StreamingPool(httpcore2.AsyncConnectionPool):
     async def _give_back(self, connection: httpcore2.AsyncConnectionInterface) -> None:
         """A request is done with `connection`: idle again, it waits for the next; closed, or
         one idle too many, it goes. The books are kept before anything is awaited."""
-        key = self._busy.pop(connection)
+        key = self._busy.pop(connection, None)
         closing = []
+        if key is None:  # the pool was closed meanwhile
+            if not connection.is_closed():
+                await self._close_connections([connection])
+            return
         if (
             connection.is_idle()
             and not connection.is_closed()
@@ -126,11 +148,7 @@ class StreamingPool(httpcore2.AsyncConnectionPool):
                 self._idle_count -= 1
         elif not connection.is_closed():
             closing.append(connection)
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                break
+        self._wake()
         if closing:
             await self._close_connections(closing)
 
@@ -175,10 +193,12 @@ class _Lent:
 
 def streaming_pool(client: httpx2.AsyncClient) -> httpx2.AsyncClient:
     """`client`, its default transport's pool a `StreamingPool` (what it requests through a
-    proxy keeps httpcore2's)."""
+    proxy keeps httpcore2's, as does an HTTP/2 client)."""
     transport = getattr(client, "_transport", None)
     pool = getattr(transport, "_pool", None)
-    if type(pool) is httpcore2.AsyncConnectionPool:
+    # HTTP/2 multiplexes requests over a connection, which this pool, lending each connection
+    # to one request at a time, would not: such a client keeps httpcore2's.
+    if type(pool) is httpcore2.AsyncConnectionPool and not getattr(pool, "_http2", False):
         transport._pool = StreamingPool(pool)  # type: ignore[union-attr]
     else:  # another transport (a test's, a proxy's): left as it is
         logger.debug("the client's transport has no httpcore2 pool: %r", transport)
