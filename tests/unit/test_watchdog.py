@@ -41,4 +41,3 @@ async def test_a_cancellation_after_it_fired_for_another_task_is_not_its_own() -
     else:
         raise AssertionError("the server's cancellation was taken for a timeout")
     watchdog.stop()
-
