@@ -104,7 +104,8 @@ async def single_stream(target: Target, figures: Figures) -> None:
     figures.set(target.name, "tokens_per_s", load.median(runs))
 
 
-async def ttft(target: Target, figures: Figures) -> None:
+async def _first_token_p50_ms(target: Target) -> float:
+    """Time to first token, p50, of fresh requests one at a time (round the servers)."""
     requests = target.requests("fast-1")
     samples = []
     for i in range(50 if QUICK else 300):
@@ -112,7 +113,11 @@ async def ttft(target: Target, figures: Figures) -> None:
         r = await load.one(port, raw, until=target.until)
         assert r.exact(1), (target.name, r.status, r.error)
         samples.append(r.ttft or 0)
-    figures.set(target.name, "ttft_p50_ms", load.median(samples) * 1000)
+    return load.median(samples) * 1000
+
+
+async def ttft(target: Target, figures: Figures) -> None:
+    figures.set(target.name, "ttft_p50_ms", await _first_token_p50_ms(target))
     results = await load.many(target.requests("pace-50-5"), 200, until=target.until)
     ttfts = [r.ttft for r in results if r.ttft is not None]
     assert len(ttfts) == 200, (target.name, [r.error for r in results if r.error][:3])
@@ -223,14 +228,9 @@ async def with_streams_open(target: Target, figures: Figures) -> None:
     """Time to first token, one fresh request at a time, while the idle streams stay open; the
     loop's longest stall and longest collection meanwhile."""
     target.probe(reset=True)
-    raw = target.raw("fast-1")
-    samples = []
-    for _ in range(50 if QUICK else 300):
-        r = await load.one(target.port, raw, until=target.until)
-        assert r.exact(1), (target.name, r.status, r.error)
-        samples.append(r.ttft or 0)
+    open_ttft_ms = await _first_token_p50_ms(target)
     probe = target.probe()
-    figures.set(target.name, "open_ttft_p50_ms", load.median(samples) * 1000)
+    figures.set(target.name, "open_ttft_p50_ms", open_ttft_ms)
     figures.set(target.name, "open_max_lag_ms", probe["max_lag_ms"])
     figures.set(target.name, "open_max_gc_ms", probe["max_gc_ms"])
 

@@ -71,7 +71,6 @@ class _Tenure:
         self.base = gc.get_freeze_count()
         self.checked = time.monotonic()
         self.reclaiming = False
-        self.reclaims = 0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase != "stop" or info["generation"] != 2:
@@ -79,7 +78,6 @@ class _Tenure:
         gc.freeze()
         if self.reclaiming:  # that collection walked everything: count from here
             self.reclaiming = False
-            self.reclaims += 1
             self.base = gc.get_freeze_count()
             return
         now = time.monotonic()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -27,7 +27,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from streamfn.connection import abort
 from streamfn.dialects import Event
-from streamfn.resume import Run
+from streamfn.resume import Runs
 from streamfn.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -63,9 +63,6 @@ def encode(event: Event, *, id: str, retry_ms: int | None = None) -> bytes:
         return (text + "\n").encode()
     except UnicodeEncodeError:
         return (_SURROGATE.sub("\ufffd", text) + "\n").encode()
-
-
-Runs = AsyncGenerator[Run, None]
 
 
 @cache

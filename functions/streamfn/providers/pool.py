@@ -200,6 +200,6 @@ def streaming_pool(client: httpx2.AsyncClient) -> httpx2.AsyncClient:
     # to one request at a time, would not: such a client keeps httpcore2's.
     if type(pool) is httpcore2.AsyncConnectionPool and not getattr(pool, "_http2", False):
         transport._pool = StreamingPool(pool)  # type: ignore[union-attr]
-    else:  # another transport (a test's, a proxy's): left as it is
-        logger.debug("the client's transport has no httpcore2 pool: %r", transport)
+    else:  # another transport (a test's, a proxy's), or HTTP/2: left as it is
+        logger.debug("the client keeps its own pool: %r", pool)
     return client

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +38,7 @@ from streamfn.settings import Settings, in_lambda
 # Events of a stream with their numbers, in order, that were ready together: what a follower
 # yields, and a response writes at once.
 Run = list[tuple[int, Event]]
+Runs = AsyncGenerator[Run, None]  # what a follower yields
 # Characters of events in one run at most: a reader far behind gets the rest in runs of about
 # this size, each once the last has been written (a client that reads nothing holds one).
 RUN_CHARS = 64 << 10

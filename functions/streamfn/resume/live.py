@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from streamfn.chunks import StreamChunk
 from streamfn.dialects import Encode
-from streamfn.resume import LEASE_S, Head, LogUnavailable, Page, Run, StreamLog
+from streamfn.resume import LEASE_S, Head, LogUnavailable, Page, Runs, StreamLog
 from streamfn.resume.journal import Journal
 from streamfn.resume.producer import Producer
 
@@ -151,7 +151,7 @@ class Streams:
         last = await self._ask(self.log.last_page, head.id)
         return not (last is not None and last.end and last.last <= after)
 
-    def follow(self, head: Head, after: int) -> AsyncGenerator[Run, None]:
+    def follow(self, head: Head, after: int) -> Runs:
         """The stream's events numbered above `after`, live, in runs: from its producer when it
         runs in this process, else from the log (a page a run), polled until its end page."""
         producer = self._live.get(head.id)
@@ -159,7 +159,7 @@ class Streams:
             return producer.follow(after)
         return self._from_log(head, after)
 
-    async def logged(self, id: str, after: int, upto: int) -> AsyncGenerator[Run, None]:
+    async def logged(self, id: str, after: int, upto: int) -> Runs:
         """Events numbered `after + 1` to `upto` of stream `id`, as far as the log has them, a
         page a run: a few pages at a time, so that a reader far behind holds no more than
         those."""
@@ -171,7 +171,7 @@ class Streams:
             if page.last > upto:
                 return
 
-    async def _from_log(self, head: Head, after: int) -> AsyncGenerator[Run, None]:
+    async def _from_log(self, head: Head, after: int) -> Runs:
         """Follow a stream produced elsewhere: its pages as they come, this reader's presence
         marked on every heartbeat. A stream whose producer's lease has lapsed, or whose
         deadline has passed, with no end in the log, is ended here with its will."""

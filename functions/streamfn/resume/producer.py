@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 
 from streamfn.chunks import StreamChunk, StreamError, generated
 from streamfn.dialects import Encode, Event
-from streamfn.resume import RUN_CHARS, Head, Run
+from streamfn.resume import RUN_CHARS, Head, Run, Runs
 
 if TYPE_CHECKING:
     from streamfn.resume.live import Streams
@@ -191,7 +191,7 @@ class Producer:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def follow(self, after: int) -> AsyncGenerator[Run, None]:
+    async def follow(self, after: int) -> Runs:
         """The events numbered above `after`, then the rest as they come, until the end, in
         runs: those ready together (up to `RUN_CHARS` of them). Those no longer in memory come
         from the log."""
