@@ -4,16 +4,21 @@ and per provider, and the per-token cost against uvicorn's.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench import servers
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -44,35 +49,75 @@ def layer_python() -> Path:
     return python
 
 
-def cold_start(bootstrap: Path | None = None) -> float:
+# The provider key as the template passes it: the name of an SSM parameter, read at init.
+KEY_PARAMETER = "/streamfn/bench/openai-api-key"
+
+
+@contextlib.contextmanager
+def deployed() -> Iterator[tuple[dict[str, str | None], str]]:
+    """The function's environment as template.yaml gives it, and an API key for it: its tables
+    on a local DynamoDB (local/stack.py's moto server, which serves SSM too), auth on, the
+    OpenAI provider on the fake upstream with its key in an SSM parameter. What a deployed
+    cold start does at init and on its first request, bar the network's latency."""
+    import boto3
+
+    from local.stack import REGION, LocalStack
+
+    with (
+        servers.process([str(HERE / "upstream.py"), servers.PORT]) as upstream,
+        LocalStack(
+            parameters={
+                "OpenAIBaseUrl": f"http://127.0.0.1:{upstream}/v1",
+                "OpenAIApiKeyParameter": KEY_PARAMETER,
+            }
+        ) as stack,
+    ):
+        ssm = boto3.client(
+            "ssm",
+            endpoint_url=stack.url,
+            region_name=REGION,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        ssm.put_parameter(Name=KEY_PARAMETER, Value="bench", Type="SecureString")
+        key = asyncio.run(stack.create_key("bench"))
+        yield stack.function_env() | {"AWS_ENDPOINT_URL_SSM": stack.url}, key
+
+
+def cold_start(env: dict[str, str | None], key: str | None, bootstrap: Path | None = None) -> float:
     """Seconds from a request reaching the function URL with no environment running (so one
     starts: a new runtime process) to its first body byte. Both runtimes (streamfn's and the
-    minimal loop) run on the layer's packages."""
+    minimal loop) run on the layer's packages, with `env`."""
     from local.lambda_emulator import EmulatorThread
 
     options: dict[str, Any] = {"bootstrap": bootstrap} if bootstrap else {}
-    with EmulatorThread(env=ENV, python=layer_python(), **options) as fn:
+    with EmulatorThread(env=env, python=layer_python(), **options) as fn:
         fn.call(fn.emulator.stop_runtime())
-        return _first_byte(fn.url, "cold")
+        return _first_byte(fn.url, "fast-5", key)
 
 
-def restore_start() -> float:
+def restore_start(env: dict[str, str | None], key: str) -> float:
     """SnapStart's cold start in the emulator: seconds from a request reaching an environment
     parked at the snapshot point (`restore/next`) to its first body byte: the after-restore
     work (keys read again, the app rebuilt) and the invocation, not the init."""
     from local.lambda_emulator import EmulatorThread
 
-    with EmulatorThread(env=ENV, snapstart=True, python=layer_python()) as fn:
+    with EmulatorThread(env=env, snapstart=True, python=layer_python()) as fn:
         fn.wait_for("restore-asked", timeout_s=30)
         time.sleep(0.2)
-        return _first_byte(fn.url, "restored")
+        return _first_byte(fn.url, "fast-5", key)
 
 
-def _first_byte(url: str, prompt: str) -> float:
-    """Seconds from posting `prompt` to the first body byte of the answer."""
-    body = {"messages": [{"role": "user", "content": prompt}]}
+def _first_byte(url: str, model: str, key: str | None) -> float:
+    """Seconds from posting a question for `model` to the first body byte of a 200 answer."""
+    body = {"model": model, "messages": [{"role": "user", "content": "cold"}]}
+    headers = {"authorization": f"Bearer {key}"} if key else {}
     started = time.perf_counter()
-    with httpx.stream("POST", f"{url}/chat/stream", json=body, timeout=60) as response:
+    with httpx.stream(
+        "POST", f"{url}/chat/stream", json=body, headers=headers, timeout=60
+    ) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"{response.status_code}: {response.read()[:300]!r}")
         for _ in response.iter_bytes():
             return time.perf_counter() - started
     raise RuntimeError("no body")

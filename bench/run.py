@@ -342,9 +342,10 @@ def lambda_figures(figures: Figures) -> None:
     from bench import lambda_path
 
     say("the Lambda path")
-    streamfn = [lambda_path.cold_start() for _ in range(5)]
-    minimal = [lambda_path.cold_start(lambda_path.MINIMAL) for _ in range(5)]
-    restored = [lambda_path.restore_start() for _ in range(5)]
+    with lambda_path.deployed() as (env, key):
+        streamfn = [lambda_path.cold_start(env, key) for _ in range(5)]
+        minimal = [lambda_path.cold_start(env, None, lambda_path.MINIMAL) for _ in range(5)]
+        restored = [lambda_path.restore_start(env, key) for _ in range(5)]
     uvicorn_s, lambda_s = lambda_path.per_token()
     figures.set(
         "lambda",

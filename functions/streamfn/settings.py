@@ -254,6 +254,9 @@ class Settings(BaseSettings):
     # Providers. Credentials use each ecosystem's own variable names, unprefixed.
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    # Sent as OpenAI-Organization and OpenAI-Project, as the openai SDK sends them.
+    openai_organization: str | None = Field(default=None, validation_alias="OPENAI_ORG_ID")
+    openai_project: str | None = Field(default=None, validation_alias="OPENAI_PROJECT_ID")
     openai_model: str = "gpt-4o-mini"
     openai_responses: bool | None = Field(
         default=None,

@@ -86,7 +86,6 @@ def test_every_provider_client_gets_the_pool() -> None:
             api_key="k",
             base_url=local,
             max_tokens_param="max_tokens",
-            max_retries=0,
             **timeouts,
         ),
         AnthropicProvider(
@@ -97,7 +96,8 @@ def test_every_provider_client_gets_the_pool() -> None:
         OllamaProvider(host=local, api_key=None, **timeouts),
     ]
     for provider in providers:
-        http = provider._client  # type: ignore[attr-defined]
+        holder = getattr(provider, "_http", provider)  # OpenAI's: its OpenAIHTTP's client
+        http = holder._client
         http = getattr(http, "_client", http)  # an SDK's client holds its httpx2 client
         assert isinstance(http._transport._pool, StreamingPool), provider
 

@@ -143,6 +143,57 @@ async def test_named_openai_compatible_provider_from_settings(
     assert request.json()["max_tokens"] == 9
 
 
+async def test_openai_gets_the_organization_and_project_a_keyless_server_no_key(
+    serve: Serve, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OPENAI_ORG_ID and OPENAI_PROJECT_ID go to OpenAI's API as the openai SDK sends them; a
+    server configured without a key (llama.cpp, vLLM) is sent no authorization at all."""
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-test")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_test")
+    with Upstream(Reply(body=w.openai_stream(["a"])), Reply(body=w.openai_stream(["b"]))) as up:
+        monkeypatch.setenv(
+            "STREAMFN_OPENAI_COMPATIBLE",
+            json.dumps([{"name": "local", "base_url": f"{up.url}/v1", "default_model": "m"}]),
+        )
+        url = serve(create_app(Settings(openai_api_key=w.SECRET, openai_base_url=f"{up.url}/v1")))
+        _, first = await stream(client, f"{url}/chat/stream", user("x", provider="openai"))
+        _, second = await stream(client, f"{url}/chat/stream", user("x", provider="local"))
+    assert (text_of(first), text_of(second)) == ("a", "b")
+    openai_request, local_request = up.requests
+    assert openai_request.headers["authorization"] == f"Bearer {w.SECRET}"
+    assert openai_request.headers["openai-organization"] == "org-test"
+    assert openai_request.headers["openai-project"] == "proj_test"
+    assert openai_request.headers["content-type"] == "application/json"
+    assert "authorization" not in local_request.headers
+    assert "openai-organization" not in local_request.headers
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"upstream proxy: bad gateway k-secret", "openai answered 400: upstream proxy: bad"),
+        (b'{"message": "no error wrapper"}', "openai answered 400: no error wrapper"),
+        (b'{"error": {"message": "wrapped", "type": "x"}}', "openai answered 400: wrapped"),
+        (b'{"error": {"type": "no message"}}', "openai answered 400"),
+    ],
+)
+async def test_an_openai_error_body_is_read_as_the_sdk_reads_it(
+    body: bytes, message: str, serve: Serve, client: httpx.AsyncClient
+) -> None:
+    """A failed status's body: the `error` object's message, or the body's own, or its text when
+    it is not JSON, the key redacted."""
+    reply = Reply(status=400, body=[body], content_type="application/json")
+    with Upstream(reply) as up:
+        settings = Settings(openai_api_key="k-secret", openai_base_url=f"{up.url}/v1")
+        url = serve(create_app(settings))
+        response = await client.post(f"{url}/chat/stream", json=user("x", provider="openai"))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "bad_request"
+    assert error["message"].startswith(message), error["message"]
+    assert "k-secret" not in response.text
+
+
 @pytest.mark.parametrize(
     ("base_url", "param"),
     [
@@ -236,7 +287,8 @@ async def test_unconfigured_builtin_provider_says_how_to_enable_it(
 def test_configured_sdks_are_imported_when_the_app_starts_not_on_first_use() -> None:
     """Importing an SDK takes up to a second or two: done on a first request, it would stall
     every other stream. The app imports the configured providers' SDKs when it starts, and
-    never an unconfigured one's."""
+    never an unconfigured one's; the openai provider needs none (it speaks HTTP itself), so the
+    openai SDK is never imported, configured or not."""
     script = textwrap.dedent(
         """
         import sys, json, threading
@@ -248,12 +300,14 @@ def test_configured_sdks_are_imported_when_the_app_starts_not_on_first_use() -> 
         from tests.fakes import wire as w
 
         with Upstream(Reply(body=w.openai_stream(["x"]))) as up:
-            app = create_app(Settings(openai_api_key="k", openai_base_url=up.url))
+            app = create_app(Settings(openai_api_key="k", openai_base_url=up.url,
+                                      anthropic_api_key="k", anthropic_base_url=up.url))
             seen = {"created": sorted(m for m in ("openai", "anthropic") if m in sys.modules)}
             with ServerThread(app) as server:
                 seen["started"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
-                httpx.post(server.url + "/chat/stream", timeout=5,
-                           json={"messages": [{"role": "user", "content": "x"}]})
+                answer = httpx.post(server.url + "/chat/stream", timeout=5,
+                                    json={"messages": [{"role": "user", "content": "x"}]})
+                assert "data: x" in answer.text, answer.text
             seen["after"] = sorted(m for m in ("openai", "anthropic") if m in sys.modules)
         print(json.dumps(seen))
         """
@@ -269,8 +323,8 @@ def test_configured_sdks_are_imported_when_the_app_starts_not_on_first_use() -> 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {
         "created": [],
-        "started": ["openai"],
-        "after": ["openai"],
+        "started": ["anthropic"],
+        "after": ["anthropic"],
     }
 
 

@@ -466,6 +466,19 @@ def test_a_429_before_the_stream_is_the_clients_rate_limit_error(
     assert len(fake.requests) == 1  # not retried: the client knows best whether to wait
 
 
+def test_a_body_json_cannot_carry_upstream_is_a_client_error(
+    passed: Callable[..., openai.OpenAI],
+) -> None:
+    """An integer past 64 bits, in a field passed through as the client sent it: a 400 that
+    says so, and nothing sent upstream."""
+    fake = FakeResponses(Transcript().message("Never.").completed(usage(1, 1)))
+    client = passed(fake)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model=MODEL, input="Hi", extra_body={"seed_of": 2**70})
+    assert "the request cannot be sent" in refused.value.message
+    assert fake.requests == []
+
+
 # --- which upstreams are passed through -------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from streamfn.chunks import (
 from streamfn.content import Message, ToolCall
 from streamfn.providers import upstream
 from streamfn.providers.assembly import ReasoningTracker, new_call_id, whole_call
-from streamfn.providers.pool import streaming_pool
+from streamfn.providers.pool import streaming_client
 from streamfn.providers.registry import ollama_base_url as base_url
 from streamfn.request import ChatRequest
 
@@ -47,16 +47,12 @@ class OllamaProvider:
         max_connections: int = 10000,
     ) -> None:
         self._api_key = api_key
-        self._client = streaming_pool(
-            httpx2.AsyncClient(
-                base_url=base_url(host),
-                headers={"authorization": f"Bearer {api_key}"} if api_key else None,
-                timeout=httpx2.Timeout(total_timeout_s, connect=connect_timeout_s),
-                # httpx2's default pool (100) would queue the 101st stream behind the others.
-                limits=httpx2.Limits(
-                    max_connections=max_connections, max_keepalive_connections=100
-                ),
-            )
+        self._client = streaming_client(
+            base_url=base_url(host),
+            headers={"authorization": f"Bearer {api_key}"} if api_key else None,
+            total_timeout_s=total_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_connections=max_connections,
         )
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:

@@ -1,4 +1,5 @@
-"""`openai` and any OpenAI-compatible server: Chat Completions streaming with the official SDK.
+"""`openai` and any OpenAI-compatible server: Chat Completions streaming, sent over
+`providers.openai_http` (which says why not through the official SDK).
 
 Wire format: `data: {chat.completion.chunk}` lines, a last chunk with `usage` and no choices
 (asked for with `stream_options.include_usage`), then `data: [DONE]`
@@ -13,13 +14,10 @@ that API itself (`responses`) as it came, and is read as its events (`openai_res
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import httpx2
-import openai
 import orjson
-from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionChunk
 
 from streamfn.chunks import (
     Finish,
@@ -27,6 +25,7 @@ from streamfn.chunks import (
     ReasoningDelta,
     ReasoningEnd,
     StreamChunk,
+    StreamError,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -43,8 +42,8 @@ from streamfn.content import (
 )
 from streamfn.providers import upstream
 from streamfn.providers.assembly import ReasoningTracker, ToolCallAssembler
+from streamfn.providers.openai_http import OpenAIHTTP
 from streamfn.providers.openai_responses import OpenAIResponses
-from streamfn.providers.pool import streaming_pool
 from streamfn.providers.sse_reader import SSEReader
 from streamfn.request import ChatRequest
 
@@ -67,10 +66,11 @@ class OpenAIChatProvider:
         max_tokens_param: Literal["max_tokens", "max_completion_tokens"],
         total_timeout_s: float,
         connect_timeout_s: float,
-        max_retries: int,
         max_connections: int = 10000,
         reasoning_back: bool = True,
         responses: bool = False,
+        organization: str | None = None,
+        project: str | None = None,
     ) -> None:
         self.name = name
         # Whether plain reasoning goes back on later turns as `reasoning_content` (DeepSeek);
@@ -78,46 +78,18 @@ class OpenAIChatProvider:
         self._reasoning_back = reasoning_back
         self._api_key = api_key
         self._max_tokens_param = max_tokens_param
-        # One client per process: its connection pool serves every request. Servers that need
-        # no key (llama.cpp, vLLM without --api-key) still get a placeholder, as the SDK wants one.
-        self._client = AsyncOpenAI(
-            api_key=api_key or "unused",
+        self._http = OpenAIHTTP(
+            name=name,
+            api_key=api_key,
             base_url=base_url,
-            max_retries=max_retries,
-            timeout=openai.Timeout(total_timeout_s, connect=connect_timeout_s),
-            http_client=streaming_pool(
-                openai.DefaultAsyncHttpxClient(
-                    limits=httpx2.Limits(
-                        max_connections=max_connections, max_keepalive_connections=100
-                    )
-                )
-            ),
+            total_timeout_s=total_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_connections=max_connections,
+            organization=organization,
+            project=project,
         )
         # A server that serves the Responses API itself is passed Responses requests through.
-        self._responses = (
-            OpenAIResponses(self._client, name=name, api_key=api_key, error=self._error)
-            if responses
-            else None
-        )
-
-    def _error(self, exc: openai.OpenAIError) -> StreamChunk:
-        """The one place OpenAI SDK exceptions become `StreamError`s."""
-        if isinstance(exc, openai.APITimeoutError):
-            return upstream.timed_out(self.name)
-        if isinstance(exc, openai.APIConnectionError):
-            return upstream.unreachable(self.name, "the connection failed or broke")
-        if isinstance(exc, openai.APIStatusError):
-            body = exc.body
-            detail = body.get("message") if isinstance(body, dict) else body
-            return upstream.error_for_status(
-                self.name,
-                exc.status_code,
-                upstream.redact(str(detail or ""), [self._api_key]),
-                retry_after_s=upstream.retry_after(exc.response.headers),
-            )
-        if isinstance(exc, openai.APIError):  # an `error` object after a 200, as the SDK read it
-            return self._mid_stream(exc.body)
-        return upstream.malformed(self.name, type(exc).__name__)
+        self._responses = OpenAIResponses(self._http, api_key=api_key) if responses else None
 
     def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         native = request.native
@@ -126,29 +98,9 @@ class OpenAIChatProvider:
         return self._chat(request)
 
     async def _chat(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
-        try:
-            # Sent through the SDK's client (its base URL, key, headers, timeouts, and its
-            # errors for a failed status; retries are streamfn.resilience's), as a body built
-            # here: `create` would walk every message through its type-directed transform,
-            # half the CPU of a request's start (#25), for dicts already in the wire's shape.
-            # `post` is the SDK's public call for a request of your own (its README's "Making
-            # custom/undocumented requests"). The body is read raw (providers.sse_reader says
-            # why): asked for as an httpx response, streamed, not as an AsyncStream, which
-            # holds itself in a reference cycle (its `_iterator`, made at once, is its own
-            # generator) and with it the response and its connection's buffers until a full
-            # collection: 100 clients that never read left 3 MB each behind (bench/nonreaders).
-            response = cast(
-                httpx2.Response,
-                await self._client.post(
-                    "/chat/completions",
-                    body=self._body(request),
-                    cast_to=httpx2.Response,
-                    stream=True,
-                    stream_cls=openai.AsyncStream[ChatCompletionChunk],  # unused: see cast_to
-                ),
-            )
-        except openai.OpenAIError as exc:
-            yield self._error(exc)
+        response = await self._http.open("/chat/completions", self._body(request))
+        if isinstance(response, StreamError):
+            yield response
             return
         finish: FinishReason | None = None
         usage: Usage | None = None
@@ -264,7 +216,7 @@ class OpenAIChatProvider:
         return {"role": message.role, "content": message.text}
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._http.aclose()
 
 
 def _part(part: Part) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """A Responses request (`POST /v1/responses`) passed through to an OpenAI-compatible server
 that serves the Responses API itself (OpenAI's own; STREAMFN_OPENAI_RESPONSES, or a compatible
-provider's `responses`), with the official SDK; `providers.openai_chat` hands it over.
+provider's `responses`), over `providers.openai_http`; `providers.openai_chat` hands it over.
 
 Sent: the client's body as it came (`request.native`: its `input` the whole context, a chain's
 stored items expanded), with what streamfn must change: the model (the one routing resolved),
@@ -23,13 +23,11 @@ call), reasoning (`reasoning_summary_text.delta`s, or `reasoning_text.delta`s, a
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import httpx2
-import openai
 import orjson
-from openai import AsyncOpenAI
 
 from streamfn.chunks import (
     Finish,
@@ -48,6 +46,7 @@ from streamfn.content import Reasoning, ToolCall, tag_signature
 from streamfn.dialects.responses_custom import custom_call
 from streamfn.providers import upstream
 from streamfn.providers.assembly import whole_call
+from streamfn.providers.openai_http import OpenAIHTTP
 from streamfn.providers.sse_reader import SSEReader
 from streamfn.request import ChatRequest
 from streamfn.response_ids import response_of
@@ -113,38 +112,19 @@ def upstream_input(items: list[Any], provider: str) -> list[Any]:
 
 
 class OpenAIResponses:
-    """Responses streaming for `providers.openai_chat.OpenAIChatProvider`, on its client.
-    `error` is that provider's mapping of SDK exceptions (the same for both APIs)."""
+    """Responses streaming for `providers.openai_chat.OpenAIChatProvider`, on its client."""
 
-    def __init__(
-        self,
-        client: AsyncOpenAI,
-        *,
-        name: str,
-        api_key: str | None,
-        error: Callable[[openai.OpenAIError], StreamChunk],
-    ) -> None:
-        self._name = name
+    def __init__(self, http: OpenAIHTTP, *, api_key: str | None) -> None:
+        self._http = http
+        self._name = http.name
         self._api_key = api_key
-        self._error = error
-        # The SDK imports its resources on first access: here, in the worker thread that
-        # builds providers, not on the first request.
-        self._responses = client.responses
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         body = responses_body(request, self._name)
         assert body is not None, "only a Responses request is passed through"
-        model, stream = body.pop("model"), body.pop("stream")
-        try:
-            # The SDK builds the request and raises its errors for a failed status (retries are
-            # streamfn.resilience's); every field but these two goes as the client sent it, not
-            # through the SDK's params (whose transform would walk the whole input).
-            opened = self._responses.with_streaming_response.create(
-                model=model, stream=stream, extra_body=body
-            )
-            response = await opened.__aenter__()
-        except openai.OpenAIError as exc:
-            yield self._error(exc)
+        response = await self._http.open("/responses", body)
+        if isinstance(response, StreamError):
+            yield response
             return
         reading = _Reading(self._name)
         reader = SSEReader()
@@ -152,7 +132,7 @@ class OpenAIResponses:
         # Leaving this block, however it is left, closes the HTTP response: a client that goes
         # away closes the upstream connection, and generation stops.
         try:
-            async for piece in response.http_response.aiter_bytes():
+            async for piece in response.aiter_bytes():
                 for _, data in reader.feed(piece):
                     if data == b"[DONE]":  # not OpenAI's, but some servers end so
                         break
@@ -193,7 +173,7 @@ class OpenAIResponses:
             yield upstream.malformed(self._name, f"{type(exc).__name__}: {str(exc)[:200]}")
             return
         finally:
-            await opened.__aexit__(None, None, None)
+            await response.aclose()
         if reading.error is not None:
             yield self._failed(reading.error)
         elif reading.finish is None:

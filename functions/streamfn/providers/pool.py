@@ -203,3 +203,24 @@ def streaming_pool(client: httpx2.AsyncClient) -> httpx2.AsyncClient:
     else:  # another transport (a test's, a proxy's), or HTTP/2: left as it is
         logger.debug("the client keeps its own pool: %r", pool)
     return client
+
+
+def streaming_client(
+    *,
+    total_timeout_s: float,
+    connect_timeout_s: float,
+    max_connections: int,
+    base_url: str = "",
+    headers: dict[str, str] | None = None,
+) -> httpx2.AsyncClient:
+    """A provider's httpx2 client for its streams, on a `StreamingPool`: room for
+    `max_connections` streams at once (httpx2's default pool, 100, would queue the 101st behind
+    the others), 100 idle connections kept."""
+    return streaming_pool(
+        httpx2.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx2.Timeout(total_timeout_s, connect=connect_timeout_s),
+            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=100),
+        )
+    )

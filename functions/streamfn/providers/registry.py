@@ -168,6 +168,8 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
         base_url: str | None,
         max_tokens_param: Literal["max_tokens", "max_completion_tokens"],
         responses: bool,
+        organization: str | None = None,
+        project: str | None = None,
     ) -> Callable[[], Provider]:
         def build() -> Provider:
             from streamfn.providers.openai_chat import OpenAIChatProvider
@@ -179,10 +181,11 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
                 max_tokens_param=max_tokens_param,
                 total_timeout_s=settings.total_timeout_s,
                 connect_timeout_s=settings.connect_timeout_s,
-                max_retries=0,  # streamfn retries, and falls back (streamfn.resilience)
                 max_connections=settings.upstream_connections,
                 reasoning_back=not is_openai(base_url),
                 responses=responses,
+                organization=organization,
+                project=project,
             )
 
         return build
@@ -251,7 +254,15 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
             ProviderSpec(
                 "openai",
                 settings.openai_model,
-                openai_chat("openai", key, base_url, param, responses),
+                openai_chat(
+                    "openai",
+                    key,
+                    base_url,
+                    param,
+                    responses,
+                    settings.openai_organization,
+                    settings.openai_project,
+                ),
                 replace(OPENAI_CAPABILITIES, responses=responses),
                 address=base_url,
             )

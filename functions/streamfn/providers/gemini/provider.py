@@ -14,7 +14,7 @@ from streamfn.content import InvalidContent
 from streamfn.providers import upstream
 from streamfn.providers.gemini.body import body
 from streamfn.providers.gemini.reading import Response
-from streamfn.providers.pool import streaming_pool
+from streamfn.providers.pool import streaming_client
 from streamfn.providers.sse_reader import SSEReader
 from streamfn.request import ChatRequest
 
@@ -71,15 +71,11 @@ class GeminiProvider:
         headers = {"content-type": "application/json"}
         if api_key:
             headers["x-goog-api-key"] = api_key
-        self._client = streaming_pool(
-            httpx2.AsyncClient(
-                headers=headers,
-                timeout=httpx2.Timeout(total_timeout_s, connect=connect_timeout_s),
-                # httpx2's default pool (100) would queue the 101st stream behind the others.
-                limits=httpx2.Limits(
-                    max_connections=max_connections, max_keepalive_connections=100
-                ),
-            )
+        self._client = streaming_client(
+            headers=headers,
+            total_timeout_s=total_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_connections=max_connections,
         )
 
     def url(self, model: str) -> str:
