@@ -59,3 +59,17 @@ def test_a_missing_parameter_fails_init_naming_it(emulator: Start, moto: Moto) -
     assert error["errorType"] == "Runtime.InitError"
     assert "cannot read OPENAI_API_KEY from /streamfn/not-there" in error["errorMessage"]
     assert "ParameterNotFound" in error["errorMessage"]
+
+
+def test_a_binary_secret_holds_the_key_as_text(emulator: Start, moto: Moto) -> None:
+    key = f"sk-bin-{uuid.uuid4().hex}"
+    secret_arn = moto.client("secretsmanager").create_secret(
+        Name=f"streamfn-{uuid.uuid4().hex[:8]}", SecretBinary=key.encode()
+    )["ARN"]
+    with Upstream(Reply(body=openai_stream(["binary"]))) as openai:
+        fn = emulator(
+            **moto.env, OPENAI_API_KEY_SECRET_ARN=secret_arn, OPENAI_BASE_URL=f"{openai.url}/v1"
+        )
+        _, events = sse(f"{fn.url}/chat/stream", chat("hi", provider="openai"))
+        assert "".join(e.data for e in events if e.event == "token") == "binary"
+    assert openai.requests[0].headers["authorization"] == f"Bearer {key}"

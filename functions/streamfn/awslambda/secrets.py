@@ -7,7 +7,10 @@ each is read and `<VARIABLE>` set in this process's environment, where the setti
 if it had been set directly. Nothing here knows which variables exist: any name works
 (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, a compatible provider's `api_key_env`, ...).
 
-Powertools' parameters utility does the reading (boto3 underneath).
+Read with boto3's clients of its default session, the session the DynamoDB stores make theirs in
+next: a session's first client loads botocore's endpoint and partition data, some 50 ms of a
+cold start, which Powertools' parameters utility (a session of its own) would pay a second
+time (measured on the layer's packages).
 """
 
 from __future__ import annotations
@@ -48,15 +51,20 @@ def load_secrets(environ: MutableMapping[str, str] | None = None) -> list[str]:
     ]
     if not wanted:
         return []
-    from aws_lambda_powertools.utilities import parameters
+    import boto3
 
     loaded = []
     for variable, suffix, source in wanted:
         try:
             if suffix == SSM_SUFFIX:
-                value = parameters.get_parameter(source, decrypt=True, max_age=0)
+                answer = boto3.client("ssm").get_parameter(Name=source, WithDecryption=True)
+                value = str(answer["Parameter"].get("Value") or "")
             else:
-                value = _from_secret(variable, parameters.get_secret(source, max_age=0))
+                answer = boto3.client("secretsmanager").get_secret_value(SecretId=source)
+                text = answer.get("SecretString")
+                if text is None:  # a binary secret: the key as UTF-8 bytes
+                    text = bytes(answer.get("SecretBinary") or b"").decode()
+                value = _from_secret(variable, text)
         except Exception as exc:
             # AWS's error says what went wrong (not found, access denied); it holds no value.
             raise SecretError(f"cannot read {variable} from {source}: {exc}") from exc
