@@ -142,7 +142,8 @@ async def run(api: RuntimeAPI, app_spec: str, log: Logger) -> int:
     if slots > 1:
         # Segments and subsegments per invocation, with no process-wide trace header.
         await asyncio.to_thread(invocation_context.install_xray_context)
-        logger.info("serving up to %d invocations at once", slots)
+    loop = type(asyncio.get_running_loop())
+    logger.info("serving up to %d invocation(s) at once, on %s", slots, loop.__module__)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     code = await Loops(app, api, log, slots=slots).run(stop)
@@ -155,4 +156,15 @@ def main() -> None:
     log = _configure_logging()
     api = RuntimeAPI(os.environ["AWS_LAMBDA_RUNTIME_API"])
     app_spec = os.environ.get("STREAMFN_LAMBDA_APP", DEFAULT_APP)
-    sys.exit(asyncio.run(run(api, app_spec, log)))
+    sys.exit(_event_loop_runner()(run(api, app_spec, log)))
+
+
+def _event_loop_runner() -> Any:
+    """uvloop's `run` where it is installed (the layer has it): asyncio's own event loop and
+    socket transports are Python, about 40% of this runtime's CPU per token (py-spy, a stream at
+    full speed); uvloop's are libuv's, as uvicorn's loop is. asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - only where uvloop is not built (Windows)
+        return asyncio.run
+    return uvloop.run
