@@ -49,6 +49,9 @@ def test_keys_from_ssm_and_secrets_manager_reach_the_providers(emulator: Start, 
     assert openai_key not in logs
     assert anthropic_key not in logs
     assert f"OPENAI_API_KEY read from {parameter}" in logs
+    # One line per request, streamfn's own: not httpx2's per upstream request as well.
+    assert "request ended" in logs
+    assert "HTTP Request:" not in logs
 
 
 def test_a_missing_parameter_fails_init_naming_it(emulator: Start, moto: Moto) -> None:

@@ -111,6 +111,9 @@ def _configure_logging() -> Logger:
     # handler; it must not pass records on to the root as well, or each line would be written twice.
     logging.getLogger(powertools.service).propagate = False
     root.setLevel(os.environ.get("AWS_LAMBDA_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO")
+    # httpx2 logs every upstream request at INFO ("HTTP Request: POST ..."): a second JSON line
+    # per invocation, after the "request ended" line that says more. Its warnings still show.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     return powertools
 
 
