@@ -145,11 +145,12 @@ def streamfn(upstream: str, provider: str = "openai") -> ASGIApp:
     os.environ.update(
         _provider_environment(provider, upstream, scratch),
         STREAMFN_AUTH="none",
-        STREAMFN_USAGE_RECORDS="false",
         STREAMFN_DEFAULT_PROVIDER=provider,
-        # The stream log, and the Responses API's stored responses beside it, in a scratch
-        # file of its own rather than the user's (unless STREAMFN_REDIS_URL is set: then in
-        # that Redis); any other file of the data dir's there too.
+        # Usage records on, as `make run` has them (#25: no target bought by turning a
+        # feature off), in the data dir's usage.sqlite3. The stream log, and the Responses
+        # API's stored responses beside it, in a scratch file of its own rather than the
+        # user's (unless STREAMFN_REDIS_URL is set: then in that Redis); any other file of the
+        # data dir's there too.
         STREAMFN_STREAMS_DB=os.path.join(scratch, "s.db"),
         XDG_DATA_HOME=scratch,
     )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
+from streamfn.stores.batches import Batches
 from streamfn.usage import FAILED, Totals, UsageRecord
 
 _SCHEMA = """
@@ -62,13 +64,16 @@ ORDER BY day DESC, provider, model
 
 class SqliteUsageStore:
     """One connection, opened on first use. sqlite3 blocks, so writes run in a worker thread
-    (`asyncio.to_thread`) and the event loop never waits on the disk; a lock serialises them.
+    and the event loop never waits on the disk; a lock serialises them. Records that come
+    while one transaction commits go together in the next (`Batches`): a request writes two
+    (opened, then settled), and a thousand streams ending together were a thousand commits.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
+        self._batches: Batches[UsageRecord] = Batches(self.write_many_sync)
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -90,13 +95,20 @@ class SqliteUsageStore:
         return self._connection
 
     def write_sync(self, record: UsageRecord) -> None:
+        self.write_many_sync([record])
+
+    def write_many_sync(self, records: Sequence[UsageRecord]) -> None:
+        """`records` in one transaction, in order (a request's settled record replaces its
+        opened one)."""
         with self._lock:
             connection = self._connect()
             with connection:
-                connection.execute(_INSERT, [getattr(record, c) for c in _COLUMNS])
+                connection.executemany(
+                    _INSERT, [[getattr(r, c) for c in _COLUMNS] for r in records]
+                )
 
     async def write(self, record: UsageRecord) -> None:
-        await asyncio.to_thread(self.write_sync, record)
+        await self._batches.write(record)
 
     def totals(self, since: float = 0) -> list[Totals]:
         """Totals per day, provider and model of the records started at or after `since`."""
@@ -111,4 +123,5 @@ class SqliteUsageStore:
                 self._connection = None
 
     async def aclose(self) -> None:
+        await self._batches.drain()
         await asyncio.to_thread(self.close)
