@@ -13,7 +13,7 @@ from streamfn.providers.bedrock.provider import BedrockProvider
 from streamfn.providers.gemini.provider import GeminiProvider
 from streamfn.providers.ollama_chat import OllamaProvider
 from streamfn.providers.openai_chat import OpenAIChatProvider
-from streamfn.providers.pool import StreamingPool, streaming_pool
+from streamfn.providers.pool import StreamingPool, ssl_context, streaming_pool
 
 
 class Server:
@@ -95,11 +95,15 @@ def test_every_provider_client_gets_the_pool() -> None:
         BedrockProvider(region="us-west-2", endpoint=local, bearer_token="k", **timeouts),
         OllamaProvider(host=local, api_key=None, **timeouts),
     ]
+    contexts = set()
     for provider in providers:
         holder = getattr(provider, "_http", provider)  # OpenAI's: its OpenAIHTTP's client
         http = holder._client
         http = getattr(http, "_client", http)  # an SDK's client holds its httpx2 client
         assert isinstance(http._transport._pool, StreamingPool), provider
+        contexts.add(id(http._transport._pool._ssl_context))
+    # One TLS configuration for all: each would otherwise load the CA store (~25 ms a client).
+    assert contexts == {id(ssl_context())}
 
 
 async def test_requests_one_after_another_share_one_connection() -> None:

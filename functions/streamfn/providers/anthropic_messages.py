@@ -50,7 +50,7 @@ from streamfn.chunks import (
 from streamfn.content import NamedTool, Part, Reasoning, Text, Tool, ToolCall
 from streamfn.providers import upstream
 from streamfn.providers.anthropic_native import anthropic_body
-from streamfn.providers.pool import streaming_pool
+from streamfn.providers.pool import ssl_context, streaming_pool
 from streamfn.request import ChatRequest, NativeBody
 
 NAME = "anthropic"
@@ -102,9 +102,10 @@ class AnthropicProvider:
             timeout=anthropic.Timeout(total_timeout_s, connect=connect_timeout_s),
             http_client=streaming_pool(
                 anthropic.DefaultAsyncHttpxClient(
+                    verify=ssl_context(),
                     limits=httpx2.Limits(
                         max_connections=max_connections, max_keepalive_connections=100
-                    )
+                    ),
                 )
             ),
         )

@@ -49,7 +49,7 @@ from streamfn.providers import upstream
 from streamfn.providers.bedrock import NAME, converse
 from streamfn.providers.bedrock.aws import AwsAccess, NotConfigured
 from streamfn.providers.eventstream import EventStreamError, EventStreamReader, Headers
-from streamfn.providers.pool import streaming_pool
+from streamfn.providers.pool import streaming_client
 from streamfn.request import ChatRequest
 
 _ERROR_BODY_BYTES = 64 * 1024
@@ -88,14 +88,10 @@ class BedrockProvider:
         resolve_now: bool = False,
     ) -> None:
         self._access = AwsAccess(region=region, endpoint=endpoint, bearer_token=bearer_token)
-        self._client = streaming_pool(
-            httpx2.AsyncClient(
-                timeout=httpx2.Timeout(total_timeout_s, connect=connect_timeout_s),
-                # httpx2's default pool (100) would queue the 101st stream behind the others.
-                limits=httpx2.Limits(
-                    max_connections=max_connections, max_keepalive_connections=100
-                ),
-            )
+        self._client = streaming_client(
+            total_timeout_s=total_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_connections=max_connections,
         )
         if resolve_now:  # built in the registry's worker thread: resolve there, not on the loop
             self._access.prepare()
