@@ -1,7 +1,7 @@
 """The upstream connection pool: taking a connection and giving it back cost the same with
 10,000 streams open as with one.
 
-Every provider's HTTP client is httpx2's (the openai and anthropic SDKs' too), and its pool,
+Every provider's HTTP client is httpx2's (the anthropic SDK's too), and its pool,
 httpcore2's `AsyncConnectionPool`, reassigns every queued request over every connection on each
 request and on each response's close (`_assign_requests_to_connections`: several checks per
 connection). A streaming server keeps its connections busy for a stream's whole life, so with

@@ -153,8 +153,8 @@ def builtin_specs(settings: Settings) -> list[ProviderSpec]:
     `echo` and `ollama` (which needs no key) are always there; `openai`, `anthropic` and
     `gemini` once they have a key or a base URL; `bedrock` in Lambda and where AWS credentials
     are found (`providers.bedrock.enabled`); each OpenAI-compatible server listed in the
-    settings by its name. Each `build` imports its SDK; only configured providers are here, so
-    an unconfigured one costs no start-up time.
+    settings by its name. Each `build` imports its module (and Anthropic's its SDK); only
+    configured providers are here, so an unconfigured one costs no start-up time.
     """
 
     def echo() -> Provider:

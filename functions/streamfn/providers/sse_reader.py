@@ -2,7 +2,8 @@
 
 The provider SDKs parse the stream themselves, but then build a pydantic object per chunk, which
 was most of streamfn's cost per token (a profile at full upstream speed: over half the CPU in
-`openai._models.construct_type`). The SDKs still build each request and map its errors; the
+`openai._models.construct_type`). Anthropic's SDK still builds its requests and maps its
+errors (OpenAI-compatible servers are sent theirs directly: `providers.openai_http`); the
 providers read the body with this. It is written here, not taken from httpx-sse or the SDKs'
 decoders, because those work an event (and a line) per Python call through async iterators,
 while this takes whatever bytes one read brought and returns all the events in them, which is
