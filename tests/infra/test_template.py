@@ -262,7 +262,7 @@ def elf_machine(path: Path) -> int:
 def assert_lambda_bytecode(root: Path) -> None:
     """Every module under `root` compiled for Lambda's Python 3.13 (its magic number), checked
     by nothing at import (an unchecked hash-based .pyc: PEP 552's flags 0b01), and no bytecode
-    of another Python's: what infra/layer/Makefile and functions/Makefile write."""
+    of another Python's: what infra/bytecode.mk has the builds write."""
     python313 = subprocess.run(
         [ROOT / "infra" / "python313"], capture_output=True, text=True, check=False
     ).stdout.strip()

@@ -145,10 +145,10 @@ async def run(api: RuntimeAPI, app_spec: str, log: Logger) -> int:
     if slots > 1:
         # Segments and subsegments per invocation, with no process-wide trace header.
         await asyncio.to_thread(invocation_context.install_xray_context)
-    loop = type(asyncio.get_running_loop())
-    logger.info("serving up to %d invocation(s) at once, on %s", slots, loop.__module__)
+    loop = asyncio.get_running_loop()
+    logger.info("serving up to %d invocation(s) at once, on %s", slots, type(loop).__module__)
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     code = await Loops(app, api, log, slots=slots).run(stop)
     await lifespan.shutdown()
     return code

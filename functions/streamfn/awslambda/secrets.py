@@ -19,6 +19,7 @@ import json
 import logging
 import os
 from collections.abc import MutableMapping
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +54,21 @@ def load_secrets(environ: MutableMapping[str, str] | None = None) -> list[str]:
         return []
     import boto3
 
+    clients: dict[str, Any] = {}  # one per service, made when first needed
+
+    def client(service: str) -> Any:
+        if service not in clients:
+            clients[service] = boto3.client(service)  # type: ignore[call-overload]
+        return clients[service]
+
     loaded = []
     for variable, suffix, source in wanted:
         try:
             if suffix == SSM_SUFFIX:
-                answer = boto3.client("ssm").get_parameter(Name=source, WithDecryption=True)
+                answer = client("ssm").get_parameter(Name=source, WithDecryption=True)
                 value = str(answer["Parameter"].get("Value") or "")
             else:
-                answer = boto3.client("secretsmanager").get_secret_value(SecretId=source)
+                answer = client("secretsmanager").get_secret_value(SecretId=source)
                 text = answer.get("SecretString")
                 if text is None:  # a binary secret: the key as UTF-8 bytes
                     text = bytes(answer.get("SecretBinary") or b"").decode()

@@ -76,7 +76,6 @@ class OpenAIChatProvider:
         # Whether plain reasoning goes back on later turns as `reasoning_content` (DeepSeek);
         # OpenAI's own API has no such field.
         self._reasoning_back = reasoning_back
-        self._api_key = api_key
         self._max_tokens_param = max_tokens_param
         self._http = OpenAIHTTP(
             name=name,
@@ -89,7 +88,7 @@ class OpenAIChatProvider:
             project=project,
         )
         # A server that serves the Responses API itself is passed Responses requests through.
-        self._responses = OpenAIResponses(self._http, api_key=api_key) if responses else None
+        self._responses = OpenAIResponses(self._http) if responses else None
 
     def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         native = request.native
@@ -187,7 +186,7 @@ class OpenAIChatProvider:
     def _mid_stream(self, error: Any) -> StreamChunk:
         """An `error` object inside the stream, after a 200."""
         message = error.get("message") if isinstance(error, dict) else None
-        detail = upstream.redact(str(message or error or ""), [self._api_key])
+        detail = self._http.redact(str(message or error or ""))
         return upstream.unreachable(self.name, f"error mid-stream: {detail}")
 
     def _message(self, message: Message) -> dict[str, Any]:

@@ -100,9 +100,13 @@ class OpenAIHTTP:
         return upstream.error_for_status(
             self.name,
             status,
-            upstream.redact(str(detail or ""), [self._api_key]),
+            self.redact(str(detail or "")),
             retry_after_s=upstream.retry_after(headers),
         )
+
+    def redact(self, text: str) -> str:
+        """`text`, from this server, fit for a client: the key removed, cut to length."""
+        return upstream.redact(text, [self._api_key])
 
     async def aclose(self) -> None:
         await self._client.aclose()

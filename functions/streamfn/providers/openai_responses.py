@@ -114,10 +114,9 @@ def upstream_input(items: list[Any], provider: str) -> list[Any]:
 class OpenAIResponses:
     """Responses streaming for `providers.openai_chat.OpenAIChatProvider`, on its client."""
 
-    def __init__(self, http: OpenAIHTTP, *, api_key: str | None) -> None:
+    def __init__(self, http: OpenAIHTTP) -> None:
         self._http = http
         self._name = http.name
-        self._api_key = api_key
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamChunk, None]:
         body = responses_body(request, self._name)
@@ -188,7 +187,7 @@ class OpenAIResponses:
         code = error.get("code")
         code = code if isinstance(code, str) and code else None
         status = _STATUS_OF_CODE.get(code, 500) if code else 500
-        detail = upstream.redact(str(error.get("message") or ""), [self._api_key])
+        detail = self._http.redact(str(error.get("message") or ""))
         return upstream.error_for_status(self._name, status, detail, reported=code or "an error")
 
 
